@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from django.apps import AppConfig, apps
+from django.core import checks
+from django.db.models.signals import post_save
+
+
+class ZinreloConfig(AppConfig):
+    name = "django_zinrelo"
+    verbose_name = "Zinrelo"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django_zinrelo.checks import check_settings
+        from django_zinrelo.conf import get_settings
+        from django_zinrelo.receivers import order_saved
+
+        checks.register(check_settings)
+        label = get_settings().order_model
+        try:
+            order_model = apps.get_model(label) if isinstance(label, str) else None
+        except (LookupError, ValueError):
+            order_model = None  # reported by check django_zinrelo.E002
+        if order_model is not None:
+            post_save.connect(
+                order_saved, sender=order_model, dispatch_uid="django_zinrelo.order_saved"
+            )

@@ -1,0 +1,145 @@
+"""System checks shown by ``manage.py check``; stable ids, so a shop can silence one on purpose."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.apps import apps
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning
+from django.utils.module_loading import import_string
+
+from django_zinrelo.adapters import OrderAdapter
+from django_zinrelo.conf import (
+    DEFAULTS,
+    DELIVERY_CHOICES,
+    ZinreloSettings,
+    get_settings,
+    user_settings,
+)
+
+POSITIVE_NUMBERS = ("CONNECT_TIMEOUT", "READ_TIMEOUT", "MAX_ATTEMPTS", "THREADS")
+NON_NEGATIVE_NUMBERS = ("BACKOFF_BASE", "BACKOFF_CAP")
+
+
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    raw = user_settings()
+    conf = get_settings()
+    messages: list[CheckMessage] = []
+    unknown = sorted(set(raw) - set(DEFAULTS))
+    if unknown:
+        messages.append(
+            Warning(
+                f"ZINRELO has unknown keys: {', '.join(unknown)}.",
+                hint=f"Known keys: {', '.join(DEFAULTS)}.",
+                id="django_zinrelo.W001",
+            )
+        )
+    if conf.enabled and not conf.has_credentials:
+        messages.append(
+            Error(
+                "Zinrelo credentials are missing: awards will wait unsent.",
+                hint="Set ZINRELO['PARTNER_ID'] and ZINRELO['API_KEY'], or the environment "
+                "variables ZINRELO_PARTNER_ID and ZINRELO_API_KEY, or ZINRELO['ENABLED'] = False.",
+                id="django_zinrelo.E001",
+            )
+        )
+    messages += check_order_model(conf)
+    messages += check_adapter(conf)
+    messages += check_api_url(conf)
+    messages += check_values(conf)
+    return messages
+
+
+def check_order_model(conf: ZinreloSettings) -> list[CheckMessage]:
+    hint = "Set ZINRELO['ORDER_MODEL'] to your order model as 'app_label.ModelName'."
+    if not conf.order_model:
+        return [Error("ZINRELO['ORDER_MODEL'] is not set.", hint=hint, id="django_zinrelo.E002")]
+    try:
+        apps.get_model(conf.order_model)
+    except (LookupError, ValueError):
+        return [
+            Error(
+                f"ZINRELO['ORDER_MODEL'] = {conf.order_model!r} is not an installed model.",
+                hint=hint,
+                id="django_zinrelo.E002",
+            )
+        ]
+    return []
+
+
+def check_adapter(conf: ZinreloSettings) -> list[CheckMessage]:
+    path = conf.order_adapter
+    try:
+        adapter = import_string(path) if isinstance(path, str) else path
+    except ImportError as error:
+        return [
+            Error(
+                f"ZINRELO['ORDER_ADAPTER'] = {path!r} does not import: {error}",
+                hint="Give the dotted path of your OrderAdapter subclass.",
+                id="django_zinrelo.E003",
+            )
+        ]
+    if not (isinstance(adapter, type) and issubclass(adapter, OrderAdapter)):
+        return [
+            Error(
+                f"ZINRELO['ORDER_ADAPTER'] = {path!r} is not a subclass of "
+                "django_zinrelo.adapters.OrderAdapter.",
+                id="django_zinrelo.E004",
+            )
+        ]
+    return []
+
+
+def is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+def check_api_url(conf: ZinreloSettings) -> list[CheckMessage]:
+    url = urlsplit(str(conf.api_url))
+    if (
+        url.scheme == "https"
+        or settings.DEBUG
+        or (url.scheme == "http" and is_loopback(url.hostname))
+    ):
+        return []
+    return [
+        Error(
+            f"ZINRELO['API_URL'] = {conf.api_url!r} is not https: the API key would cross the "
+            "network in clear text.",
+            hint="Use https (plain http is allowed only to a loopback sandbox or with DEBUG on).",
+            id="django_zinrelo.E005",
+        )
+    ]
+
+
+def check_values(conf: ZinreloSettings) -> list[CheckMessage]:
+    problems = []
+    if not isinstance(conf.enabled, bool):
+        problems.append(f"ENABLED must be True or False, not {conf.enabled!r}")
+    if conf.delivery not in DELIVERY_CHOICES:
+        problems.append(
+            f"DELIVERY must be one of {', '.join(DELIVERY_CHOICES)}, not {conf.delivery!r}"
+        )
+    for name in POSITIVE_NUMBERS + NON_NEGATIVE_NUMBERS:
+        value = getattr(conf, name.lower())
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            problems.append(f"{name} must be a number, not {value!r}")
+        elif value < 0 or (value == 0 and name in POSITIVE_NUMBERS):
+            bound = "above" if name in POSITIVE_NUMBERS else "at least"
+            problems.append(f"{name} must be {bound} zero, not {value!r}")
+    for name in ("MAX_ATTEMPTS", "THREADS"):
+        value = getattr(conf, name.lower())
+        if isinstance(value, float):
+            problems.append(f"{name} must be a whole number, not {value!r}")
+    return [
+        Error(f"ZINRELO['{p.split()[0]}'] is invalid: {p}.", id="django_zinrelo.E006")
+        for p in problems
+    ]

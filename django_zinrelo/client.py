@@ -1,0 +1,247 @@
+"""HTTP to Zinrelo and the reading of its answers; knows nothing of Django models.
+
+Every answer becomes a :class:`Reply` whose :class:`Outcome` tells delivery what to do next.
+Zinrelo reports many refusals with HTTP 200 and an ``error_code``, so the body decides, not the
+status alone. Retrying is delivery's job (each retry logged and counted), so the transport never
+retries by itself.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from functools import lru_cache
+from typing import Any, Final
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from django_zinrelo import __version__
+
+USER_AGENT: Final = f"django-zinrelo/{__version__} python-requests/{requests.__version__}"
+EXCERPT_CHARS: Final = 4096
+REASON_CHARS: Final = 500
+CODE_CHARS: Final = 64
+POOL_SIZE: Final = 32
+
+DUPLICATE_ORDER_ID: Final = "DUPLICATE_ORDER_ID"
+RETRYABLE_ERROR_CODES: Final = frozenset(
+    {"RATE_LIMIT_EXCEEDED", "SERVICE_UNAVAILABLE", "INTERNAL_SERVER_ERROR"}
+)
+RETRYABLE_STATUSES: Final = frozenset({408, 425, 429})
+
+# Codes for answers that never reached Zinrelo's own error table. Lower case, so they can never be
+# mistaken for one of Zinrelo's (which are all upper case).
+TIMEOUT: Final = "timeout"
+CONNECTION_ERROR: Final = "connection_error"
+BAD_RESPONSE: Final = "bad_response"
+REDIRECT: Final = "redirect"
+REQUEST_ERROR: Final = "request_error"
+CLIENT_ERROR: Final = "client_error"
+
+
+class Outcome(enum.StrEnum):
+    AWARDED = "awarded"
+    ALREADY_AWARDED = "already_awarded"
+    REFUSED = "refused"
+    RETRYABLE = "retryable"
+
+
+@dataclass(frozen=True)
+class Reply:
+    outcome: Outcome
+    status_code: int | None
+    error_code: str = ""
+    reason: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    retry_after: float | None = None
+    duration_ms: int = 0
+    body: str = ""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait, from either form RFC 9110 allows (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def readable(value: Any, limit: int) -> str:
+    """Text from Zinrelo as a person reads it and a database keeps it: one line of printable
+    characters (PostgreSQL refuses NUL), never longer than ``limit``."""
+    cleaned = " ".join("".join(c if c.isprintable() else " " for c in str(value)).split())
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "\u2026"
+
+
+def classify(status: int, body: str, retry_after: str | None = None) -> Reply:
+    """Turn one HTTP answer into an outcome, following the table in the project's API reference."""
+    after = parse_retry_after(retry_after)
+    # Kept verbatim as evidence, except NUL, which no PostgreSQL text column accepts.
+    excerpt = body[:EXCERPT_CHARS].replace("\x00", "\ufffd")
+    if 300 <= status < 400:
+        return Reply(
+            Outcome.REFUSED,
+            status,
+            REDIRECT,
+            f"Zinrelo answered HTTP {status} (a redirect); redirects are never followed because "
+            "they would carry the API credentials to another host. Check ZINRELO['API_URL'].",
+            body=excerpt,
+        )
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        if status in RETRYABLE_STATUSES or status >= 500 or status < 300:
+            return Reply(
+                Outcome.RETRYABLE,
+                status,
+                BAD_RESPONSE,
+                f"Zinrelo answered HTTP {status} with a body that is not a JSON object; "
+                "will try again.",
+                retry_after=after,
+                body=excerpt,
+            )
+        return Reply(
+            Outcome.REFUSED,
+            status,
+            BAD_RESPONSE,
+            f"Zinrelo answered HTTP {status} with a body that is not a JSON object.",
+            body=excerpt,
+        )
+    error_code = readable(parsed.get("error_code") or "", CODE_CHARS)
+    reason = readable(parsed.get("reason") or parsed.get("message") or "", REASON_CHARS)
+    data = parsed.get("data")
+    data = data if isinstance(data, dict) else {}
+    if status == 200 and not error_code and parsed.get("success") is not False:
+        return Reply(Outcome.AWARDED, status, data=data, body=excerpt)
+    if error_code == DUPLICATE_ORDER_ID:
+        return Reply(Outcome.ALREADY_AWARDED, status, error_code, reason, data, body=excerpt)
+    if status in RETRYABLE_STATUSES or status >= 500 or error_code in RETRYABLE_ERROR_CODES:
+        return Reply(
+            Outcome.RETRYABLE,
+            status,
+            error_code,
+            reason or f"Zinrelo answered HTTP {status}; will try again.",
+            data,
+            after,
+            body=excerpt,
+        )
+    if not reason:
+        reason = (
+            f"Zinrelo answered HTTP {status} and refused without giving a reason."
+            if error_code
+            else f"Zinrelo answered HTTP {status} with success false and no error code."
+        )
+    return Reply(Outcome.REFUSED, status, error_code, reason, data, body=excerpt)
+
+
+class ZinreloClient:
+    """One pooled session per set of credentials; the key lives only in the session's headers."""
+
+    def __init__(
+        self, *, partner_id: str, api_key: str, connect_timeout: float, read_timeout: float
+    ) -> None:
+        self.partner_id = partner_id
+        self.timeout = (connect_timeout, read_timeout)
+        self.session = requests.Session()
+        self.session.headers.update(
+            {
+                "partner-id": partner_id,
+                "api-key": api_key,
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+                "Content-Type": "application/json",
+            }
+        )
+        pooled = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0)
+        self.session.mount("https://", pooled)
+        self.session.mount("http://", pooled)
+
+    def __repr__(self) -> str:
+        return f"<ZinreloClient partner_id={self.partner_id!r}>"
+
+    def post(self, url: str, body: str) -> Reply:
+        """POST a JSON body; never raises, whatever the network, Zinrelo or the HTTP stack does."""
+        started = time.monotonic()
+        try:
+            response = self.session.post(
+                url, data=body.encode("utf-8"), timeout=self.timeout, allow_redirects=False
+            )
+            content = response.content
+        except requests.Timeout as error:
+            return self._failed(started, TIMEOUT, self._timeout_reason(error))
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
+            return self._failed(
+                started,
+                CONNECTION_ERROR,
+                f"Could not reach Zinrelo ({type(error).__name__}); will try again.",
+            )
+        except requests.RequestException as error:
+            return Reply(
+                Outcome.REFUSED,
+                None,
+                REQUEST_ERROR,
+                f"The request could not be sent ({type(error).__name__}). "
+                "Check ZINRELO['API_URL'].",
+                duration_ms=self._elapsed(started),
+            )
+        except Exception as error:
+            # Anything else is a failure inside requests or urllib3, whose frames hold the
+            # request's headers (the API key) as local variables: a traceback let out of here
+            # would carry the key into every logging or error-reporting tool that captures one.
+            # The type says enough to investigate; the exception and its frames are dropped.
+            return self._failed(
+                started,
+                CLIENT_ERROR,
+                f"Calling Zinrelo failed inside the HTTP library ({type(error).__name__}); "
+                "will try again.",
+            )
+        reply = classify(
+            response.status_code,
+            content.decode("utf-8", errors="replace"),
+            response.headers.get("Retry-After"),
+        )
+        return replace(reply, duration_ms=self._elapsed(started))
+
+    def _timeout_reason(self, error: requests.Timeout) -> str:
+        connect, read = self.timeout
+        if isinstance(error, requests.ConnectTimeout):
+            return f"Timed out connecting to Zinrelo after {connect:g}s; will try again."
+        return (
+            f"Zinrelo did not answer within {read:g}s; will try again "
+            "(if Zinrelo did record it, the retry is answered DUPLICATE_ORDER_ID)."
+        )
+
+    def _failed(self, started: float, code: str, reason: str) -> Reply:
+        return Reply(Outcome.RETRYABLE, None, code, reason, duration_ms=self._elapsed(started))
+
+    @staticmethod
+    def _elapsed(started: float) -> int:
+        return round((time.monotonic() - started) * 1000)
+
+
+@lru_cache(maxsize=8)
+def get_client(
+    partner_id: str, api_key: str, connect_timeout: float, read_timeout: float
+) -> ZinreloClient:
+    """Reuse a session per configuration: pooled keep-alive connections double throughput."""
+    return ZinreloClient(
+        partner_id=partner_id,
+        api_key=api_key,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+    )

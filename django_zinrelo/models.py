@@ -1,0 +1,124 @@
+"""The award log: what each order is owed, and the evidence of every call made for it.
+
+No foreign key points into the shop's tables: the order is kept as its model label and primary key
+as text, so the app never constrains or migrates with the shop's models.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import models
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from django_zinrelo.client import Outcome
+
+
+class Status(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
+    RETRYING = "retrying", "Retrying"
+    AWARDED = "awarded", "Awarded"
+    ALREADY_AWARDED = "already_awarded", "Already awarded"
+    INVALID = "invalid", "Invalid order"
+    REFUSED = "refused", "Refused by Zinrelo"
+    FAILED = "failed", "Failed"
+
+
+DONE = frozenset({Status.AWARDED, Status.ALREADY_AWARDED})
+FINAL_FAILURES = frozenset({Status.INVALID, Status.REFUSED, Status.FAILED})
+WAITING = frozenset({Status.PENDING, Status.RETRYING})
+
+
+class Trigger(models.TextChoices):
+    ORDER_SAVE = "order_save", "Order saved"
+    RETRY = "retry", "Retry"
+    ADMIN = "admin", "Admin"
+    COMMAND = "command", "zinrelo_sync"
+
+
+class AwardQuerySet(QuerySet["Award"]):
+    def due(self, now: datetime | None = None) -> AwardQuerySet:
+        """Awards to send now: waiting ones whose time has come, and claims abandoned by a crash."""
+        now = now or timezone.now()
+        return self.filter(
+            Q(status__in=WAITING, next_attempt_at__lte=now)
+            | Q(status=Status.SENDING, claimed_until__lt=now)
+        )
+
+
+class Award(models.Model):
+    order_model = models.CharField(max_length=100, help_text="The shop's order model label.")
+    order_pk = models.CharField("order primary key", max_length=64)
+    activity_id = models.CharField(max_length=64)
+    order_id = models.CharField("order id", max_length=128, blank=True)
+    member_id = models.CharField("member", max_length=254, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
+    payload = models.JSONField(null=True, blank=True, editable=False)
+    points = models.IntegerField(null=True, blank=True)
+    points_status = models.CharField(max_length=32, blank=True)
+    transaction_id = models.CharField("Zinrelo transaction id", max_length=64, blank=True)
+    last_status_code = models.PositiveSmallIntegerField("last HTTP status", null=True, blank=True)
+    last_error_code = models.CharField("last error code", max_length=64, blank=True)
+    last_reason = models.TextField("last reason", blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = AwardQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "Zinrelo award"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["order_model", "order_pk", "activity_id"], name="zinrelo_award_once"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="zinrelo_award_due"),
+            models.Index(fields=["activity_id"], name="zinrelo_award_activity"),
+            models.Index(fields=["order_id"], name="zinrelo_award_order_id"),
+            models.Index(fields=["member_id"], name="zinrelo_award_member"),
+            models.Index(fields=["last_error_code"], name="zinrelo_award_error"),
+            models.Index(fields=["last_status_code"], name="zinrelo_award_http"),
+            models.Index(fields=["-created_at"], name="zinrelo_award_created"),
+            models.Index(fields=["-updated_at"], name="zinrelo_award_updated"),
+        ]
+        permissions = [("resync_award", "Can re-send awards to Zinrelo")]
+
+    def __str__(self) -> str:
+        return f"{self.activity_id} for order {self.order_id or self.order_pk} ({self.status})"
+
+    @property
+    def is_done(self) -> bool:
+        return self.status in DONE
+
+
+class AwardAttempt(models.Model):
+    award = models.ForeignKey(Award, on_delete=models.CASCADE, related_name="attempts_log")
+    created_at = models.DateTimeField(default=timezone.now)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    outcome = models.CharField(max_length=16, choices=[(o.value, o.name.title()) for o in Outcome])
+    status_code = models.PositiveSmallIntegerField("HTTP status", null=True, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    reason = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField("duration (ms)", default=0)
+    request_body = models.TextField(help_text="The JSON sent; headers are never stored.")
+    response_body = models.TextField(blank=True, help_text="The first 4 KB of the answer.")
+
+    class Meta:
+        verbose_name = "Zinrelo award attempt"
+        indexes = [
+            models.Index(fields=["award", "-created_at"], name="zinrelo_attempt_award"),
+            models.Index(fields=["-created_at"], name="zinrelo_attempt_created"),
+            models.Index(fields=["outcome"], name="zinrelo_attempt_outcome"),
+            models.Index(fields=["status_code"], name="zinrelo_attempt_http"),
+            models.Index(fields=["error_code"], name="zinrelo_attempt_error"),
+            models.Index(fields=["trigger"], name="zinrelo_attempt_trigger"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.outcome} {self.status_code or '-'} {self.error_code}".strip()

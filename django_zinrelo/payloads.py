@@ -1,0 +1,196 @@
+"""The v2 Award API body for ``made_a_purchase``, built from an adapter and checked before sending.
+
+An order that Zinrelo would refuse for its shape (no member, subtotal not above 0.01, a line missing
+a mandatory field, a negative amount) is stopped here with a reason a shop owner can act on, so it
+never costs a call. Money stays ``Decimal`` and leaves as a decimal string; floats are refused
+rather than rounded, because a float amount is already inexact.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final, TypeVar
+
+from django.utils import timezone
+
+from django_zinrelo.adapters import OrderAdapter, Product
+
+MIN_SUBTOTAL: Final = Decimal("0.01")
+MAX_INTEGER_DIGITS: Final = 15
+MAX_DECIMAL_PLACES: Final = 12
+DATE_FORMAT: Final = "%m/%d/%Y %H:%M:%S"
+# Control characters mean nothing to Zinrelo and PostgreSQL refuses NUL in text and JSON columns.
+CONTROL_CHARACTERS: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+T = TypeVar("T")
+
+
+class InvalidOrder(Exception):
+    """The order cannot be sent as it is; ``reason`` says why in words a shop owner understands."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def text(value: Any) -> str:
+    """Safe for JSON, the database and Zinrelo: no control characters or lone surrogates."""
+    cleaned = CONTROL_CHARACTERS.sub("", str(value))
+    return cleaned.encode("utf-8", "replace").decode("utf-8").strip()
+
+
+def money(value: Any, label: str) -> str:
+    """A non-negative amount as the exact decimal string the shop stores (never through float)."""
+    if value is None:
+        raise InvalidOrder(f"The {label} is missing.")
+    if isinstance(value, float):
+        raise InvalidOrder(
+            f"The {label} is a float ({value!r}); the adapter must return a Decimal so the amount "
+            "is exact."
+        )
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
+        raise InvalidOrder(f"The {label} is not an amount ({type(value).__name__}).")
+    try:
+        amount = Decimal(value.strip() if isinstance(value, str) else value)
+    except InvalidOperation:
+        raise InvalidOrder(f"The {label} is not a number ({text(value)[:40]!r}).") from None
+    if not amount.is_finite():
+        raise InvalidOrder(f"The {label} is not a finite number ({amount}).")
+    if amount < 0:
+        raise InvalidOrder(f"The {label} is negative ({amount}).")
+    if amount.adjusted() >= MAX_INTEGER_DIGITS:
+        raise InvalidOrder(f"The {label} is implausibly large ({amount:.3e}).")
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > MAX_DECIMAL_PLACES:
+        raise InvalidOrder(
+            f"The {label} has more than {MAX_DECIMAL_PLACES} decimal places ({amount}); round it "
+            "in the adapter."
+        )
+    return format(abs(amount) if amount.is_zero() else amount, "f")
+
+
+def quantity(value: Any, label: str) -> str:
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        raise InvalidOrder(f"The {label} must be a whole number, not {value!r}.")
+    try:
+        number = Decimal(value.strip() if isinstance(value, str) else value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise InvalidOrder(f"The {label} is not a number ({text(value)[:40]!r}).") from None
+    if not number.is_finite() or number != number.to_integral_value() or number <= 0:
+        raise InvalidOrder(f"The {label} must be a whole number above zero, not {number}.")
+    if number.adjusted() >= MAX_INTEGER_DIGITS:
+        raise InvalidOrder(f"The {label} is implausibly large ({number:.3e}).")
+    return str(int(number))
+
+
+def required_text(value: Any, label: str) -> str:
+    cleaned = "" if value is None else text(value)
+    if not cleaned:
+        raise InvalidOrder(f"The {label} is missing.")
+    return cleaned
+
+
+def zinrelo_date(value: Any, label: str) -> str:
+    """UTC ``MM/DD/YYYY HH:MM:SS``; naive datetimes are taken in the project's time zone."""
+    if not isinstance(value, datetime):
+        raise InvalidOrder(f"The {label} must be a datetime, not {type(value).__name__}.")
+    moment: datetime = timezone.make_aware(value) if timezone.is_naive(value) else value
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:  # the first or last day Python knows, moved past it by the time zone
+        utc = None
+    # Zinrelo's format has four-digit years; strftime would write year 999 as "999".
+    if utc is None or utc.year < 1000:
+        raise InvalidOrder(f"The {label} ({value.isoformat()}) is not a plausible date.")
+    return utc.strftime(DATE_FORMAT)
+
+
+def text_list(value: Any) -> list[str]:
+    """Accept one string or several; a lone string is one item, never its characters."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    return [cleaned for cleaned in (text(item) for item in items) if cleaned]
+
+
+def ask(name: str, method: Callable[[Any], T], order: Any) -> T:
+    """Call one adapter method, turning a crash in the shop's code into a readable reason."""
+    try:
+        return method(order)
+    except InvalidOrder:
+        raise
+    except Exception as error:
+        raise InvalidOrder(
+            f"The order adapter's {name}() raised {type(error).__name__}: {text(error)[:300]}"
+        ) from error
+
+
+def product_line(product: Any, number: int) -> dict[str, str]:
+    if not isinstance(product, Product):
+        raise InvalidOrder(
+            f"Line {number} is a {type(product).__name__}; the adapter's products() must yield "
+            "django_zinrelo.adapters.Product."
+        )
+    line = {
+        "product_id": required_text(product.id, f"product id of line {number}"),
+        "product_quantity": quantity(product.quantity, f"quantity of line {number}"),
+        "product_price": money(product.price, f"price of line {number}"),
+        "product_title": required_text(product.title, f"title of line {number}"),
+    }
+    category = text_list(product.category)
+    if category:
+        line["product_category"] = ",".join(category)
+    if product.image_url:
+        line["product_image_url"] = text(product.image_url)
+    return line
+
+
+def build_payload(adapter: OrderAdapter, order: Any, activity_id: str) -> dict[str, Any]:
+    """The request body for one order, or :class:`InvalidOrder` saying why it cannot be sent."""
+    member_id = ask("member_id", adapter.member_id, order)
+    member = "" if member_id is None else text(member_id)
+    if not member:
+        raise InvalidOrder(
+            "The order has no customer identifier (member id, usually the customer's email), so "
+            "Zinrelo cannot know whom to award."
+        )
+    order_id = required_text(ask("order_id", adapter.order_id, order), "order id")
+    subtotal = money(ask("order_subtotal", adapter.order_subtotal, order), "order subtotal")
+    if Decimal(subtotal) <= MIN_SUBTOTAL:
+        raise InvalidOrder(
+            f"Zinrelo only awards orders whose subtotal is greater than {MIN_SUBTOTAL}; this "
+            f"order's subtotal is {subtotal}."
+        )
+    attributes: dict[str, Any] = {
+        "order_id": order_id,
+        "order_total": money(ask("order_total", adapter.order_total, order), "order total"),
+        "order_subtotal": subtotal,
+    }
+    products: Iterable[Any] = ask("products", adapter.products, order) or ()
+    lines = [product_line(product, number) for number, product in enumerate(products, start=1)]
+    if lines:
+        attributes["products"] = lines
+    coupons = text_list(ask("coupons", adapter.coupons, order))
+    if coupons:
+        attributes["coupons"] = ",".join(coupons)
+    tags = text_list(ask("tags", adapter.tags, order))
+    if tags:
+        attributes["tags"] = tags
+    reason = text(ask("reason", adapter.reason, order) or "")
+    if reason:  # a reason of only spaces or control characters is left out, not sent blank
+        attributes["reason"] = reason
+    payload: dict[str, Any] = {
+        "member_id": member,
+        "activity_id": activity_id,
+        "transaction_date": zinrelo_date(
+            ask("transaction_date", adapter.transaction_date, order), "transaction date"
+        ),
+        "transaction_attributes": attributes,
+    }
+    approval = ask("approval_date", adapter.approval_date, order)
+    if approval is not None:
+        payload["approval_date"] = zinrelo_date(approval, "approval date")
+    return payload

@@ -1,0 +1,78 @@
+"""The hook into the shop's order saves: record the award in the order's own transaction.
+
+Only the award row is written here; the order's lines are read after commit, when they exist (an
+order saved before its lines, as django-oscar does, would otherwise be awarded without them). Any
+failure is logged and swallowed inside a savepoint, so the shop's ``save()`` and transaction go on.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache, partial
+from typing import Any
+
+from django.db import connections, transaction
+from django.db.models import Field, Model
+from django.db.models.constants import OnConflict
+from django.db.models.sql import InsertQuery
+
+from django_zinrelo.conf import get_settings
+from django_zinrelo.delivery import deliver_order, get_adapter
+from django_zinrelo.dispatch import submit
+from django_zinrelo.models import Award
+
+logger = logging.getLogger("django_zinrelo")
+
+
+@lru_cache(maxsize=8)
+def insert_statement(alias: str) -> tuple[str, tuple[Field[Any, Any], ...]]:
+    """``bulk_create(ignore_conflicts=True)`` of one award, compiled once per database.
+
+    This runs inside every qualifying ``save()``; compiling the query each time cost more than
+    executing it. Django's compiler still writes each backend's own "ignore conflicts" form.
+    """
+    fields = tuple(field for field in Award._meta.concrete_fields if not field.primary_key)
+    query = InsertQuery(Award, on_conflict=OnConflict.IGNORE)
+    query.insert_values(fields, [Award()])
+    [(sql, _)] = query.get_compiler(alias).as_sql()
+    return sql, fields
+
+
+def record(label: str, order_pk: str, activity_id: str, using: str) -> None:
+    sql, fields = insert_statement(using)
+    award = Award(order_model=label, order_pk=order_pk, activity_id=activity_id)
+    connection = connections[using]
+    params = [field.get_db_prep_save(field.pre_save(award, True), connection) for field in fields]
+    if not connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+        return
+    # A failed statement would abort the shop's whole transaction on PostgreSQL: a savepoint
+    # confines it, at the price of two more statements.
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def order_saved(
+    sender: type[Model], instance: Model, raw: bool = False, using: str = "default", **kwargs: Any
+) -> None:
+    if raw:
+        return
+    conf = get_settings()
+    if not conf.enabled:
+        return
+    try:
+        if not get_adapter(conf).qualifies(instance):
+            return
+        label = instance._meta.label_lower
+        order_pk = str(instance.pk)
+        record(label, order_pk, conf.activity_id, using)
+        transaction.on_commit(
+            partial(submit, deliver_order, label, order_pk, conf.activity_id), using=using
+        )
+    except Exception:
+        logger.exception(
+            "Could not record the Zinrelo award for %s %s; zinrelo_sync --missing will find it",
+            sender._meta.label,
+            instance.pk,
+        )

@@ -1,0 +1,581 @@
+"""Catching up and back-filling: select orders, record or reset their awards, send what is due.
+
+Shared by ``zinrelo_sync`` and the admin's re-sync, so both select and send awards the same way.
+Safe to run from cron on several hosts at once: each award is claimed before it is sent (see
+``delivery``). Everything streams in chunks of ``CHUNK`` (orders by primary key, awards by due
+time), so memory stays flat however many orders a back-fill covers; a chunk's orders are read in
+a few queries (``OrderAdapter.prefetch``), and each award then costs the same few queries to claim
+and record, however many lines its order has.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue as queues
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import islice
+from typing import Any, Final, Generic, TypeVar
+
+from django.apps import apps
+from django.db import connection, connections, transaction
+from django.db.models import CharField, Exists, Model, OuterRef, QuerySet
+from django.db.models.functions import Cast
+from django.utils import timezone
+
+from django_zinrelo.client import Reply, get_client
+from django_zinrelo.conf import get_settings
+from django_zinrelo.delivery import deliver, get_adapter
+from django_zinrelo.dispatch import run, submit
+from django_zinrelo.models import (
+    DONE,
+    FINAL_FAILURES,
+    WAITING,
+    Award,
+    AwardQuerySet,
+    Status,
+    Trigger,
+)
+from django_zinrelo.payloads import InvalidOrder, build_payload
+
+logger = logging.getLogger("django_zinrelo")
+
+CHUNK: Final = 1000
+# Zinrelo counts calls as they arrive; the margin absorbs the scheduling jitter between our clock
+# and theirs, so a window that holds ``rate`` calls here never holds more there.
+RATE_MARGIN: Final = 0.05
+MIN_RATE: Final = 0.1
+RATE_LIMITED: Final = "RATE_LIMIT_EXCEEDED"
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+# Which orders
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The orders a re-sync covers: by primary key, by purchase date, or (the default) all."""
+
+    order_pks: tuple[str, ...] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @property
+    def everything(self) -> bool:
+        return self.order_pks is None and self.since is None and self.until is None
+
+    def orders(self) -> QuerySet[Model]:
+        """The selected orders, qualifying or not."""
+        orders = order_model()._default_manager.all()
+        if self.order_pks is not None:
+            orders = orders.filter(pk__in=self.order_pks)
+        if self.since is not None or self.until is not None:
+            orders = get_adapter().placed_between(orders, self.since, self.until)
+        return orders
+
+    def qualifying(self) -> QuerySet[Model]:
+        return get_adapter().qualifying(self.orders())
+
+    def awards(self) -> AwardQuerySet:
+        """The awards of the selected orders (of the configured order model and activity)."""
+        conf = get_settings()
+        awards = Award.objects.filter(
+            order_model=order_model()._meta.label_lower, activity_id=conf.activity_id
+        )
+        if self.everything:
+            return awards
+        return awards.filter(order_pk__in=self.orders().order_by().values_list(text_pk()))
+
+    def to_send(self) -> AwardQuerySet:
+        """The awards a run sends when due: with nothing selected, every award, including those
+        recorded under an order model or activity configured before."""
+        return Award.objects.all() if self.everything else self.awards()
+
+
+EVERYTHING: Final = Selection()
+
+
+def order_model() -> type[Model]:
+    conf = get_settings()
+    assert conf.order_model, "checked by django_zinrelo.E002"
+    return apps.get_model(conf.order_model)
+
+
+def text_pk(ref: str | OuterRef = "pk") -> Cast:
+    """An order's primary key as the award stores it (text), for joins done by the database."""
+    return Cast(ref, output_field=CharField())
+
+
+def missing_orders(selection: Selection) -> QuerySet[Model]:
+    """Selected orders that qualify and have no award: written by bulk paths that send no signal."""
+    conf = get_settings()
+    has_award = Award.objects.filter(
+        order_model=order_model()._meta.label_lower,
+        activity_id=conf.activity_id,
+        order_pk=text_pk(OuterRef("pk")),
+    )
+    return selection.qualifying().filter(~Exists(has_award))
+
+
+def failed_awards(selection: Selection) -> AwardQuerySet:
+    """Final failures of selected orders that still qualify: what a re-sync sends again."""
+    return selection.awards().filter(
+        status__in=FINAL_FAILURES,
+        order_pk__in=selection.qualifying().order_by().values_list(text_pk()),
+    )
+
+
+def pages(pks: QuerySet[Any], size: int = CHUNK) -> Iterator[list[Any]]:
+    """The primary keys of ``pks`` (a flat ``values_list("pk")``) in order, a query per page.
+
+    No cursor is held between pages, so writing between them (awards recorded for the page just
+    read) is safe on every database, and a later page sees what was written since.
+    """
+    page = list(pks.order_by("pk")[:size])
+    while page:
+        yield page
+        if len(page) < size:
+            return
+        page = list(pks.filter(pk__gt=page[-1]).order_by("pk")[:size])
+
+
+def chunks(items: Iterable[T], size: int = CHUNK) -> Iterator[tuple[T, ...]]:
+    iterator = iter(items)
+    while chunk := tuple(islice(iterator, size)):
+        yield chunk
+
+
+# Recording and resetting
+
+
+def record_missing(selection: Selection = EVERYTHING) -> int:
+    """Record awards for selected qualifying orders with none; returns how many were recorded."""
+    conf = get_settings()
+    label = order_model()._meta.label_lower
+    recorded = 0
+    for page in pages(missing_orders(selection).values_list("pk", flat=True)):
+        awards = [
+            Award(order_model=label, order_pk=str(pk), activity_id=conf.activity_id) for pk in page
+        ]
+        recorded += len(Award.objects.bulk_create(awards, ignore_conflicts=True))
+    return recorded
+
+
+def reset(awards: QuerySet[Award]) -> int:
+    """Give final failures a fresh start, their payload rebuilt from the order as it is now."""
+    return awards.filter(status__in=FINAL_FAILURES).update(
+        status=Status.PENDING,
+        attempts=0,
+        payload=None,
+        next_attempt_at=timezone.now(),
+        claimed_until=None,
+    )
+
+
+def prepare(
+    selection: Selection, *, record: bool, resend: bool, dry_run: bool = False
+) -> Counter[str]:
+    """Record missing awards and reset failed ones among the selection, or only count them.
+
+    Returns ``recorded`` and ``resent``, and for a selection smaller than everything also what is
+    left alone: ``already_awarded`` (never sent again), ``in_progress`` (pending, retrying or
+    being sent: left to their schedule) and, when there are any, ``not_qualifying``.
+    """
+    counts: Counter[str] = Counter()
+    if not selection.everything:
+        awards = selection.awards().filter(
+            order_pk__in=selection.qualifying().order_by().values_list(text_pk())
+        )
+        counts["already_awarded"] = awards.filter(status__in=DONE).count()
+        counts["in_progress"] = awards.filter(status__in=[*WAITING, Status.SENDING]).count()
+        not_qualifying = selection.orders().count() - selection.qualifying().count()
+        if not_qualifying:
+            counts["not_qualifying"] = not_qualifying
+    if resend:
+        failed = failed_awards(selection)
+        counts["resent"] = failed.count() if dry_run else reset(failed)
+    if record:
+        counts["recorded"] = (
+            missing_orders(selection).count() if dry_run else record_missing(selection)
+        )
+    return counts
+
+
+# Building payloads a chunk at a time
+
+
+def load_orders(model: type[Model], pks: Iterable[str]) -> dict[str, Model]:
+    """The orders with these keys, and what the adapter prefetches for them, in a few queries."""
+    orders = model._default_manager.filter(pk__in=list(pks)).order_by("pk")
+    return {str(order.pk): order for order in get_adapter().prefetch(orders)}
+
+
+def build_chunk(rows: list[tuple[int, str, str, str]]) -> dict[int, dict[str, Any] | InvalidOrder]:
+    """Payloads for ``(award pk, order model, order pk, activity)`` rows, by award pk.
+
+    An order that no longer exists or whose model is gone is left out: delivery records why.
+    """
+    adapter = get_adapter()
+    built: dict[int, dict[str, Any] | InvalidOrder] = {}
+    for label in {row[1] for row in rows}:
+        try:
+            model = apps.get_model(label)
+        except LookupError:
+            continue
+        mine = [row for row in rows if row[1] == label]
+        orders = load_orders(model, (row[2] for row in mine))
+        for award_pk, _, order_pk, activity_id in mine:
+            order = orders.get(order_pk)
+            if order is None:
+                continue
+            try:
+                built[award_pk] = build_payload(adapter, order, activity_id)
+            except InvalidOrder as invalid:
+                built[award_pk] = invalid
+    return built
+
+
+def prebuild(award_pks: list[int]) -> None:
+    """Store the payloads of a chunk of awards in a few queries, before they are sent.
+
+    ``delivery`` builds a payload only when an award has none, one order at a time; building
+    them here for the whole chunk saves it two or more queries per award. Only awards still
+    waiting and without a payload are written, so a payload another worker already built, or
+    sent, is never replaced. Invalid orders are left for delivery, which records why.
+    """
+    rows = list(
+        Award.objects.filter(pk__in=award_pks, payload__isnull=True).values_list(
+            "pk", "order_model", "order_pk", "activity_id"
+        )
+    )
+    built = [
+        (pk, payload) for pk, payload in build_chunk(rows).items() if isinstance(payload, dict)
+    ]
+    if built:
+        store_payloads(built)
+
+
+def store_payloads(built: list[tuple[int, dict[str, Any]]]) -> None:
+    """One parameterised ``UPDATE`` run for many rows (``executemany``).
+
+    The ORM's way, ``update()`` with a ``Case`` of one ``When`` per award, spends more time
+    compiling a thousand branches than the calls to Zinrelo take. The fields are those delivery
+    stores when it builds a payload itself.
+    """
+    meta = Award._meta
+    quote = connection.ops.quote_name
+    column = {field.name: quote(str(field.column)) for field in meta.concrete_fields}
+    payload = meta.get_field("payload")
+    # Names from the model's own metadata, quoted; every value is a parameter.
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {column['payload']} = %s, "  # noqa: S608
+        f"{column['member_id']} = %s, {column['order_id']} = %s "
+        f"WHERE {column['id']} = %s AND {column['payload']} IS NULL "
+        f"AND {column['status']} IN (%s, %s)"
+    )
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            sql,
+            [
+                (
+                    payload.get_db_prep_save(body, connection),
+                    body["member_id"][:254],
+                    body["transaction_attributes"]["order_id"][:128],
+                    pk,
+                    Status.PENDING,
+                    Status.RETRYING,
+                )
+                for pk, body in built
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a dry run shows for one order: the body it would send, or why it cannot."""
+
+    order_pk: str
+    payload: dict[str, Any] | None
+    reason: str = ""
+
+
+def preview(selection: Selection, *, record: bool, resend: bool) -> Iterator[Preview]:
+    """The payloads a run with these options would send, read without writing anything.
+
+    Awards that are due show the payload they hold (built from the order if they hold none);
+    failures to re-send and orders to record show a payload built from the order as it is now.
+    """
+    sources = [(selection.to_send().due(), False)]
+    if resend:
+        sources.append((failed_awards(selection), True))
+    columns = ("pk", "order_model", "order_pk", "activity_id", "payload")
+    for awards, rebuild in sources:
+        for page in pages(awards.values_list("pk", flat=True)):
+            rows = list(Award.objects.filter(pk__in=page).order_by("pk").values_list(*columns))
+            stored = {} if rebuild else {row[0]: row[4] for row in rows if row[4] is not None}
+            built = build_chunk([row[:4] for row in rows if row[0] not in stored])
+            for award_pk, _, order_pk, *_ in rows:
+                yield shown(order_pk, stored.get(award_pk) or built.get(award_pk))
+    if record:
+        conf = get_settings()
+        adapter = get_adapter()
+        for page in pages(missing_orders(selection).values_list("pk", flat=True)):
+            orders = load_orders(order_model(), (str(pk) for pk in page))
+            for order_pk, order in orders.items():
+                try:
+                    yield Preview(order_pk, build_payload(adapter, order, conf.activity_id))
+                except InvalidOrder as invalid:
+                    yield Preview(order_pk, None, invalid.reason)
+
+
+def shown(order_pk: str, payload: dict[str, Any] | InvalidOrder | None) -> Preview:
+    if isinstance(payload, dict):
+        return Preview(order_pk, payload)
+    if isinstance(payload, InvalidOrder):
+        return Preview(order_pk, None, payload.reason)
+    return Preview(order_pk, None, f"Order {order_pk} no longer exists.")
+
+
+# Sending
+
+
+class Throttle:
+    """Never more than ``rate`` calls started in any one-second window, across every thread.
+
+    A sliding log of start times: a call waits until the one ``n`` calls before it is a full
+    window old (``n`` is the whole calls per second; a rate below one spaces single calls). A
+    rate-limit answer halves the rate and holds every thread for the ``Retry-After`` Zinrelo
+    asked for; each second without one then gives back a tenth of the rate asked for, so one
+    429 does not slow a long back-fill for good. Answers to calls started before the last change
+    were paced at the older rate and change nothing.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.limit = self.rate = rate
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._starts: deque[float] = deque()
+        self._held_until = 0.0
+        self._changed_at = -math.inf
+
+    def _delay(self, now: float) -> float:
+        """Seconds before a call may start; forgets starts older than the window on the way."""
+        if now < self._held_until:
+            return self._held_until - now
+        if self.rate < self.limit and now - self._changed_at >= 1.0:
+            self.rate = min(self.limit, self.rate + self.limit / 10)
+            self._changed_at = now
+        if self.rate >= 1:
+            calls, window = math.floor(self.rate), 1.0 + RATE_MARGIN
+        else:
+            calls, window = 1, 1.0 / self.rate + RATE_MARGIN
+        while self._starts and self._starts[0] <= now - window:
+            self._starts.popleft()
+        if len(self._starts) < calls:
+            return 0.0
+        return self._starts[-calls] + window - now
+
+    def wait(self) -> float:
+        """Return when a call may start, counting it as started; returns its start time."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                delay = self._delay(now)
+                if delay <= 0:
+                    self._starts.append(now)
+                    return now
+            self._sleep(delay)
+
+    def slow_down(self, started: float, retry_after: float | None) -> None:
+        """Zinrelo refused a call started at ``started`` for its rate limit."""
+        with self._lock:
+            if started < self._changed_at:
+                return
+            self.rate = max(MIN_RATE, self.rate / 2)
+            self._held_until = max(self._held_until, self._clock() + (retry_after or 1.0))
+            # No call starts before the hold ends: the ones started earlier kept the old pace.
+            self._changed_at = self._held_until
+        logger.warning("Zinrelo answered 429 (rate limit): slowing to %.1f calls/s", self.rate)
+
+
+def paced(throttle: Throttle) -> Callable[[str, str], Reply]:
+    """The client's ``post``, started only when ``throttle`` allows and slowed by a 429."""
+    conf = get_settings()
+    client = get_client(
+        str(conf.partner_id), str(conf.api_key), conf.connect_timeout, conf.read_timeout
+    )
+
+    def post(url: str, body: str) -> Reply:
+        started = throttle.wait()
+        reply = client.post(url, body)
+        if reply.status_code == 429 or reply.error_code == RATE_LIMITED:
+            throttle.slow_down(started, reply.retry_after)
+        return reply
+
+    return post
+
+
+class Workers(Generic[T, R]):
+    """Threads that each keep one database connection for the whole run, closed as they stop.
+
+    A pool that closed its connections after each award (``close_old_connections`` with the
+    default ``CONN_MAX_AGE = 0``) would open a new PostgreSQL connection per award, which costs
+    more than the award's own queries.
+    """
+
+    def __init__(self, size: int, work: Callable[[T], R]) -> None:
+        self._work = work
+        self._inbox: queues.SimpleQueue[T | None] = queues.SimpleQueue()
+        self._outbox: queues.SimpleQueue[tuple[T, R | None]] = queues.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"zinrelo-sync-{n}", daemon=True)
+            for n in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _serve(self) -> None:
+        try:
+            while (item := self._inbox.get()) is not None:
+                self._outbox.put((item, run(self._work, item)))
+        finally:
+            connections.close_all()
+
+    def map(self, items: list[T]) -> Iterator[tuple[T, R | None]]:
+        """Each item with its result, as they finish."""
+        for item in items:
+            self._inbox.put(item)
+        for _ in items:
+            yield self._outbox.get()
+
+    def close(self) -> None:
+        """Drop what is still queued (after an interrupt), finish what runs, and stop."""
+        while True:
+            try:
+                self._inbox.get_nowait()
+            except queues.Empty:
+                break
+        for _ in self._threads:
+            self._inbox.put(None)
+        for thread in self._threads:
+            thread.join()
+
+
+@dataclass
+class Run:
+    """What a delivery run did: the final status of each award it claimed, and those it lost."""
+
+    statuses: dict[int, str] = field(default_factory=dict)
+    lost: set[int] = field(default_factory=set)
+
+    @property
+    def counts(self) -> Counter[str]:
+        return Counter(self.statuses.values())
+
+
+def send_due(
+    awards: AwardQuerySet,
+    *,
+    concurrency: int = 1,
+    rate: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Run:
+    """Send every award of ``awards`` that is due, until none is left due.
+
+    Awards whose retry falls due while the run goes on are sent again in the same run, so with a
+    short backoff one run settles everything it can. ``progress`` is called with the number of
+    calls finished so far.
+    """
+    post = paced(Throttle(rate)) if rate is not None else None
+
+    def send(item: tuple[int, str]) -> str | None:
+        award_id, status = item
+        trigger = Trigger.RETRY if status == Status.RETRYING else Trigger.COMMAND
+        award = deliver(award_id, trigger, post)
+        return str(award.status) if award else None
+
+    result = Run()
+    finished = 0
+    workers = Workers(concurrency, send) if concurrency > 1 else None
+    try:
+        while True:
+            batch = list(
+                awards.due().order_by("next_attempt_at", "pk").values_list("pk", "status")[:CHUNK]
+            )
+            if not batch:
+                break
+            prebuild([award_id for award_id, _ in batch])
+            done = workers.map(batch) if workers else ((item, run(send, item)) for item in batch)
+            claimed = 0
+            for (award_id, _), status in done:
+                if status is None:
+                    result.lost.add(award_id)
+                else:
+                    result.statuses[award_id] = status
+                    claimed += 1
+                finished += 1
+                if progress is not None:
+                    progress(finished)
+            if not claimed:
+                break
+    finally:
+        if workers is not None:
+            workers.close()
+    result.lost -= result.statuses.keys()
+    return result
+
+
+def deliver_due(*, concurrency: int = 1) -> Counter[str]:
+    """Send every due award until none is left due; returns how many ended in each status."""
+    return send_due(EVERYTHING.to_send(), concurrency=concurrency).counts
+
+
+# The admin's path: after commit, by the configured backend
+
+
+def queue(award_ids: Iterable[int], trigger: str) -> None:
+    """Deliver after commit by the configured backend, so no caller holds a request open."""
+    ids = list(award_ids)
+
+    def send() -> None:
+        for award_id in ids:
+            submit(deliver, award_id, trigger)
+
+    if ids:
+        transaction.on_commit(send)
+
+
+def resend(awards: QuerySet[Award], trigger: str) -> int:
+    """Give finally failed awards a fresh start, rebuilt from the order as it is now."""
+    ids = list(awards.filter(status__in=FINAL_FAILURES).values_list("pk", flat=True))
+    count = reset(Award.objects.filter(pk__in=ids))
+    queue(ids, trigger)
+    return count
+
+
+def resync_orders(order_pks: Iterable[object], trigger: str) -> Counter[str]:
+    """Bring chosen orders to Zinrelo: new awards for those without, re-sends for failed ones.
+
+    The selection logic of ``zinrelo_sync --orders``; returns what ``prepare`` counts, and the
+    awards it made due are delivered after commit.
+    """
+    counts: Counter[str] = Counter()
+    for chunk in chunks(str(pk) for pk in order_pks):
+        selection = Selection(order_pks=chunk)
+        counts.update(prepare(selection, record=True, resend=True))
+        queue(selection.to_send().due().values_list("pk", flat=True), trigger)
+    return counts

@@ -1,0 +1,23 @@
+from django.db import models
+
+
+class Order(models.Model):
+    number = models.CharField(max_length=32, unique=True)
+    email = models.CharField(max_length=254, blank=True)
+    status = models.CharField(max_length=16, default="new")
+    total = models.DecimalField(max_digits=12, decimal_places=2, null=True)
+    subtotal = models.DecimalField(max_digits=12, decimal_places=2, null=True)
+    coupon_codes = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.number
+
+
+class OrderLine(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="lines")
+    sku = models.CharField(max_length=64)
+    title = models.CharField(max_length=200)
+    quantity = models.IntegerField(default=1)
+    unit_price = models.DecimalField(max_digits=12, decimal_places=3, null=True)
+    category = models.CharField(max_length=100, blank=True)

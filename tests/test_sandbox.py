@@ -1,0 +1,884 @@
+"""The local Zinrelo stand-in answers as the API reference says, faults included."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from io import StringIO
+from typing import Any
+
+import pytest
+import requests
+from django.core.management import CommandError, call_command
+
+from django_zinrelo.management.commands import zinrelo_sandbox as sandbox_command
+from django_zinrelo.sandbox import DEFAULT_REFUSALS, ZinreloSandbox, parse_fault
+
+AUTH = {"partner-id": "sandbox-partner", "api-key": "sandbox-key"}
+TIMEOUT = (2, 5)
+INVALID = "INVALID_REQUEST_PARAMETER_VALUES"
+DATE = re.compile(r"\d\d/\d\d/\d{4} \d\d:\d\d:\d\d")
+
+
+def purchase(order_id="1001", member_id="jane@example.com", **attributes):
+    return {
+        "member_id": member_id,
+        "activity_id": "made_a_purchase",
+        "transaction_date": "10/05/2019 23:10:55",
+        "transaction_attributes": {
+            "order_id": order_id,
+            "order_total": "1000",
+            "order_subtotal": "1000",
+            **attributes,
+        },
+    }
+
+
+def post_award(base_url, body, *, headers=AUTH, timeout=TIMEOUT, session=requests):
+    return session.post(
+        base_url + "transactions/award", json=body, headers=headers, timeout=timeout
+    )
+
+
+def award(box, body, **options):
+    return post_award(box.url, body, **options)
+
+
+@pytest.fixture
+def sandbox():
+    with ZinreloSandbox() as box:
+        yield box
+
+
+@pytest.fixture
+def make_sandbox():
+    """Start sandboxes with custom options; every one is stopped at teardown."""
+    started = []
+
+    def make(**options):
+        box = ZinreloSandbox(**options).start()
+        started.append(box)
+        return box
+
+    yield make
+    for box in started:
+        box.stop()
+
+
+# Awarding
+
+
+def test_award_answers_zinrelo_success_shape_and_records_it(sandbox):
+    products = [
+        {
+            "product_id": "112",
+            "product_quantity": "1",
+            "product_price": "15",
+            "product_title": "Sweatshirt",
+        },
+        {
+            "product_id": "980",
+            "product_quantity": "2",
+            "product_price": "10.017",
+            "product_title": "Pant",
+        },
+    ]
+    response = award(sandbox, purchase("75", products=products))
+
+    assert response.status_code == 200
+    payload = response.json()
+    assert payload["success"] is True
+    data = payload["data"]
+    assert set(data) == {
+        "id",
+        "member_id",
+        "activity_id",
+        "order_id",
+        "points",
+        "points_status",
+        "created_time",
+    }
+    assert data["points"] == 35  # 15 + 2 * 10.017 = 35.034, floored
+    assert data["member_id"] == "jane@example.com"
+    assert data["activity_id"] == "made_a_purchase"
+    assert data["order_id"] == "75"
+    assert data["points_status"] == "auto_approved"
+    assert isinstance(data["id"], str)
+    assert data["id"]
+    assert DATE.fullmatch(data["created_time"])
+    assert sandbox.awards_for("75") == 1
+    recorded = sandbox.awarded["75"]
+    assert recorded["id"] == data["id"]
+    assert recorded["request"]["transaction_attributes"]["products"] == products
+
+
+def test_transaction_ids_are_unique(sandbox):
+    ids = {award(sandbox, purchase(str(number))).json()["data"]["id"] for number in range(5)}
+    assert len(ids) == 5
+
+
+@pytest.mark.parametrize("as_json_number", [False, True], ids=["strings", "json-numbers"])
+def test_points_are_computed_in_decimal_not_float(sandbox, as_json_number):
+    # In float, 0.1 + 0.2 + 0.7 is 0.9999999999999999 and would floor to zero points.
+    def price(text):
+        return float(text) if as_json_number else text
+
+    products = [
+        {
+            "product_id": str(number),
+            "product_quantity": 1,
+            "product_price": price(text),
+            "product_title": "Thing",
+        }
+        for number, text in enumerate(["0.1", "0.2", "0.7"])
+    ]
+    response = award(sandbox, purchase(products=products))
+
+    assert response.json()["data"]["points"] == 1
+
+
+def test_products_price_times_quantity(sandbox):
+    products = [
+        {
+            "product_id": "980",
+            "product_quantity": "2",
+            "product_price": "10.017",
+            "product_title": "Pant",
+        }
+    ]
+    assert award(sandbox, purchase(products=products)).json()["data"]["points"] == 20
+
+
+def test_points_come_from_the_subtotal_without_products(sandbox):
+    body = purchase(order_subtotal="49.99", order_total="59.99")
+    assert award(sandbox, body).json()["data"]["points"] == 49
+
+
+def test_products_are_prorated_down_to_a_lower_subtotal(sandbox):
+    products = [
+        {"product_id": "1", "product_quantity": "4", "product_price": "25", "product_title": "Mug"}
+    ]
+    body = purchase(order_subtotal="60.00", products=products)
+    assert award(sandbox, body).json()["data"]["points"] == 60
+
+
+@pytest.mark.parametrize(
+    ("approval_date", "status"),
+    [("10/15/2019 16:10:50", "pending"), (None, "auto_approved")],
+)
+def test_points_status_pending_only_with_an_approval_date(sandbox, approval_date, status):
+    body = purchase()
+    if approval_date:
+        body["approval_date"] = approval_date
+    assert award(sandbox, body).json()["data"]["points_status"] == status
+
+
+def test_zero_points_are_an_error_and_not_recorded(sandbox):
+    response = award(sandbox, purchase(order_subtotal="0.50", order_total="0.50"))
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "success": False,
+        "error_code": "ZERO_POINTS",
+        "reason": "Calculated points are zero.",
+    }
+    assert sandbox.awards_for("1001") == 0
+
+
+def test_duplicate_order_id_is_refused_and_recorded_once(sandbox):
+    first = award(sandbox, purchase("75"))
+    second = award(sandbox, purchase("75", order_subtotal="500"))
+
+    assert first.json()["success"] is True
+    assert second.status_code == 200
+    assert second.json() == {
+        "success": False,
+        "error_code": "DUPLICATE_ORDER_ID",
+        "reason": "Loyalty Points already awarded for the Order ID.",
+    }
+    assert sandbox.awards_for("75") == 1
+    assert sandbox.awarded["75"]["id"] == first.json()["data"]["id"]
+    assert sandbox.awarded["75"]["points"] == 1000
+
+
+@pytest.mark.parametrize(("member_id", "error_code"), sorted(DEFAULT_REFUSALS.items()))
+def test_default_refusal_members(sandbox, member_id, error_code):
+    reasons = {
+        "MEMBER_BLOCKED": "Member has been blocked.",
+        "MEMBER_DELETED": "Member record has been deleted.",
+        "EXCLUDED_TRANSACTION": "Points could not be awarded because exclusion rule was applied.",
+        "PAUSED_ACTIVITY": "Activity is in paused state.",
+        "MAX_AWARDS_EXCEEDED": "Maximum award limit exceeded.",
+    }
+    response = award(sandbox, purchase(member_id=member_id))
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "success": False,
+        "error_code": error_code,
+        "reason": reasons[error_code],
+    }
+    assert sandbox.awards_for("1001") == 0
+
+
+def test_custom_refusals_replace_the_defaults(make_sandbox):
+    box = make_sandbox(refusals={"closed@example.com": "STORE_INACTIVE"})
+
+    refused = award(box, purchase("1", member_id="closed@example.com")).json()
+    blocked_default = award(box, purchase("2", member_id="blocked@example.com")).json()
+
+    assert refused["error_code"] == "STORE_INACTIVE"
+    assert refused["reason"] == "Store is not active."
+    assert blocked_default["success"] is True
+
+
+# Refused requests
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"partner-id": "sandbox-partner"},
+        {"api-key": "sandbox-key"},
+        {"partner-id": "sandbox-partner", "api-key": "wrong"},
+        {"partner-id": "wrong", "api-key": "sandbox-key"},
+    ],
+    ids=["none", "no-key", "no-partner", "wrong-key", "wrong-partner"],
+)
+def test_bad_credentials_get_401(sandbox, headers):
+    response = award(sandbox, purchase(), headers=headers)
+
+    assert response.status_code == 401
+    assert response.json()["success"] is False
+    assert response.json()["error_code"] == "ERROR_UNAUTHORIZED"
+    assert response.json()["reason"]
+    assert sandbox.awards_for("1001") == 0
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_content_type_must_be_json(sandbox, content_type):
+    headers = dict(AUTH)
+    if content_type:
+        headers["Content-Type"] = content_type
+    response = requests.post(
+        sandbox.url + "transactions/award",
+        data=b'{"member_id": "x"}',
+        headers=headers,
+        timeout=TIMEOUT,
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error_code"] == "INVALID_REQUEST"
+    assert response.json()["reason"].startswith("Invalid request: unsupported Content-Type")
+
+
+def test_json_content_type_may_carry_a_charset(sandbox):
+    response = requests.post(
+        sandbox.url + "transactions/award",
+        data=json.dumps(purchase()).encode(),
+        headers={**AUTH, "Content-Type": "application/json; charset=utf-8"},
+        timeout=TIMEOUT,
+    )
+    assert response.json()["success"] is True
+
+
+@pytest.mark.parametrize(
+    "body", [b"{not json", b"[1, 2]", b"", b'{"order_total": NaN}', b"\xff\xfe{"]
+)
+def test_invalid_json_is_refused(sandbox, body):
+    response = requests.post(
+        sandbox.url + "transactions/award",
+        data=body,
+        headers={**AUTH, "Content-Type": "application/json"},
+        timeout=TIMEOUT,
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error_code"] == "INVALID_JSON"
+
+
+def test_a_chunked_body_is_refused_and_the_connection_closed(sandbox):
+    response = requests.post(
+        sandbox.url + "transactions/award",
+        data=iter([b'{"a": 1}']),
+        headers={**AUTH, "Content-Type": "application/json"},
+        timeout=TIMEOUT,
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error_code"] == "INVALID_REQUEST"
+    assert response.headers.get("Connection") == "close"
+
+
+@pytest.mark.parametrize("field", ["member_id", "activity_id", "transaction_attributes"])
+def test_each_mandatory_request_field(sandbox, field):
+    body = purchase()
+    del body[field]
+    response = award(sandbox, body)
+
+    assert response.status_code == 400
+    assert response.json()["error_code"] == INVALID
+    assert field in response.json()["reason"]
+
+
+@pytest.mark.parametrize("field", ["order_id", "order_total", "order_subtotal"])
+def test_each_mandatory_purchase_attribute(sandbox, field):
+    body = purchase()
+    del body["transaction_attributes"][field]
+    response = award(sandbox, body)
+
+    assert response.status_code == 400
+    assert response.json()["error_code"] == INVALID
+    assert field in response.json()["reason"]
+
+
+@pytest.mark.parametrize("subtotal", ["0.01", "0.00", "-5", "abc"])
+def test_subtotal_must_be_a_number_above_one_cent(sandbox, subtotal):
+    response = award(sandbox, purchase(order_subtotal=subtotal))
+
+    assert response.status_code == 400
+    assert response.json()["error_code"] == INVALID
+    assert "order_subtotal" in response.json()["reason"]
+
+
+def test_a_subtotal_of_two_cents_passes_validation(sandbox):
+    # It passes the 0.01 rule and reaches the points rule, where 0.02 floors to zero points.
+    response = award(sandbox, purchase(order_subtotal="0.02"))
+
+    assert response.status_code == 200
+    assert response.json()["error_code"] == "ZERO_POINTS"
+
+
+@pytest.mark.parametrize(
+    "field", ["product_id", "product_quantity", "product_price", "product_title"]
+)
+def test_each_product_field_is_mandatory(sandbox, field):
+    product = {
+        "product_id": "1",
+        "product_quantity": "1",
+        "product_price": "15",
+        "product_title": "Sweatshirt",
+    }
+    del product[field]
+    response = award(sandbox, purchase(products=[product]))
+
+    assert response.status_code == 400
+    assert response.json()["error_code"] == INVALID
+    assert field in response.json()["reason"]
+
+
+@pytest.mark.parametrize(
+    ("quantity", "price"), [("1.5", "10"), ("0", "10"), ("1", "-3"), ("one", "10")]
+)
+def test_product_quantity_and_price_must_make_sense(sandbox, quantity, price):
+    product = {
+        "product_id": "1",
+        "product_quantity": quantity,
+        "product_price": price,
+        "product_title": "Sweatshirt",
+    }
+    response = award(sandbox, purchase(products=[product]))
+
+    assert response.status_code == 400
+    assert response.json()["error_code"] == INVALID
+
+
+def test_points_passed_is_not_allowed_for_purchases(sandbox):
+    body = {**purchase(), "points_passed": 100}
+    response = award(sandbox, body)
+
+    assert response.status_code == 400
+    assert response.json()["error_code"] == INVALID
+    assert "points_passed" in response.json()["reason"]
+
+
+def test_other_activities_are_refused(sandbox):
+    body = {**purchase(), "activity_id": "write_a_review"}
+    response = award(sandbox, body)
+
+    assert response.status_code == 400
+    assert "write_a_review" in response.json()["reason"]
+
+
+@pytest.mark.parametrize("field", ["transaction_date", "approval_date"])
+@pytest.mark.parametrize(
+    "value", ["2019-10-05 23:10:55", "10/5/2019 23:10:55", "13/05/2019 23:10:55", "10/05/2019"]
+)
+def test_dates_must_be_mm_dd_yyyy_hh_mm_ss(sandbox, field, value):
+    body = {**purchase(), field: value}
+    response = award(sandbox, body)
+
+    assert response.status_code == 400
+    assert response.json()["error_code"] == INVALID
+    assert field in response.json()["reason"]
+
+
+# Members
+
+
+def test_member_points_are_the_sum_of_its_awards(sandbox):
+    award(sandbox, purchase("1", order_subtotal="10"))
+    award(sandbox, purchase("2", order_subtotal="32.50"))
+    award(sandbox, {**purchase("3", order_subtotal="7"), "approval_date": "10/15/2019 16:10:50"})
+    award(sandbox, purchase("4", member_id="other@example.com", order_subtotal="99"))
+
+    response = requests.get(
+        sandbox.url + "members/jane%40example.com",
+        params={"idParam": "member_id"},
+        headers=AUTH,
+        timeout=TIMEOUT,
+    )
+
+    assert response.status_code == 200
+    assert response.json()["success"] is True
+    data = response.json()["data"]
+    assert data["member_id"] == "jane@example.com"
+    assert data["available_points"] == 42
+    assert data["pending_points"] == 7
+
+
+def test_unknown_member(sandbox):
+    response = requests.get(
+        sandbox.url + "members/nobody@example.com?idParam=member_id",
+        headers=AUTH,
+        timeout=TIMEOUT,
+    )
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "success": False,
+        "error_code": "INVALID_MEMBER",
+        "reason": "Member does not exist.",
+    }
+
+
+def test_create_member_then_again(sandbox):
+    url = sandbox.url + "members"
+    body = {"member_id": "new@example.com", "first_name": "New"}
+    created = requests.post(url, json=body, headers=AUTH, timeout=TIMEOUT)
+    again = requests.post(url, json=body, headers=AUTH, timeout=TIMEOUT)
+    fetched = requests.get(
+        sandbox.url + "members/new@example.com?idParam=member_id", headers=AUTH, timeout=TIMEOUT
+    )
+
+    assert created.json()["success"] is True
+    assert created.json()["data"]["member_id"] == "new@example.com"
+    assert again.status_code == 200
+    assert again.json()["error_code"] == "MEMBER_ID_ALREADY_IN_USE"
+    assert fetched.json()["data"]["first_name"] == "New"
+    assert fetched.json()["data"]["available_points"] == 0
+
+
+def test_an_awarded_member_already_exists(sandbox):
+    award(sandbox, purchase())
+    response = requests.post(
+        sandbox.url + "members",
+        json={"member_id": "jane@example.com"},
+        headers=AUTH,
+        timeout=TIMEOUT,
+    )
+    assert response.json()["error_code"] == "MEMBER_ID_ALREADY_IN_USE"
+
+
+def test_create_member_needs_a_member_id(sandbox):
+    response = requests.post(
+        sandbox.url + "members", json={"first_name": "Anon"}, headers=AUTH, timeout=TIMEOUT
+    )
+    assert response.status_code == 400
+    assert response.json()["error_code"] == INVALID
+    assert "member_id" in response.json()["reason"]
+
+
+def test_members_need_credentials(sandbox):
+    bad = {"partner-id": "sandbox-partner", "api-key": "nope"}
+    got = requests.get(sandbox.url + "members/x?idParam=member_id", headers=bad, timeout=TIMEOUT)
+    made = requests.post(
+        sandbox.url + "members", json={"member_id": "x"}, headers=bad, timeout=TIMEOUT
+    )
+
+    assert got.status_code == made.status_code == 401
+    assert got.json()["error_code"] == made.json()["error_code"] == "ERROR_UNAUTHORIZED"
+
+
+def test_unknown_id_param(sandbox):
+    response = requests.get(sandbox.url + "members/x?idParam=email", headers=AUTH, timeout=TIMEOUT)
+    assert response.status_code == 400
+    assert response.json()["error_code"] == "ID_PARAM_NAME_NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v2/loyalty/transactions/award"),
+        ("POST", "/v1/loyalty/purchase"),
+        ("GET", "/v2/loyalty/nothing"),
+        ("DELETE", "/v2/loyalty/members/x"),
+        ("POST", "/v2/loyalty/transactions/75/approve"),
+        ("GET", "/"),
+    ],
+)
+def test_anything_else_is_404(sandbox, method, path):
+    origin = sandbox.url.removesuffix("/v2/loyalty/")
+    response = requests.request(method, origin + path, headers=AUTH, json={}, timeout=TIMEOUT)
+
+    assert response.status_code == 404
+    assert response.json()["success"] is False
+    assert response.json()["error_code"] == "NOT_FOUND"
+
+
+# Latency and faults
+
+
+def test_latency_delays_every_answer(make_sandbox):
+    box = make_sandbox(latency=0.2)
+    started = time.monotonic()
+    response = award(box, purchase())
+    elapsed = time.monotonic() - started
+
+    assert response.json()["success"] is True
+    assert elapsed >= 0.2
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "error_code"),
+    [
+        ("503", 503, "SERVICE_UNAVAILABLE"),
+        ("500", 500, "INTERNAL_SERVER_ERROR"),
+        ("429", 429, "RATE_LIMIT_EXCEEDED"),
+    ],
+)
+def test_json_error_faults(make_sandbox, fault, status, error_code):
+    box = make_sandbox(faults={fault: 1.0})
+    response = award(box, purchase())
+
+    assert response.status_code == status
+    assert response.json()["success"] is False
+    assert response.json()["error_code"] == error_code
+    assert box.awards_for("1001") == 0
+    assert box.requests[-1].fault == fault
+    if fault == "503":
+        assert response.json()["reason"] == (
+            "API Service is unavailable. Please contact Zinrelo support."
+        )
+
+
+def test_429_carries_retry_after(make_sandbox):
+    box = make_sandbox(faults={"429": 1.0})
+    assert award(box, purchase()).headers["Retry-After"] == "1"
+
+
+def test_html_fault_is_a_502_proxy_page(make_sandbox):
+    box = make_sandbox(faults={"html": 1.0})
+    response = award(box, purchase())
+
+    assert response.status_code == 502
+    assert response.headers["Content-Type"].startswith("text/html")
+    with pytest.raises(ValueError, match="Expecting value"):
+        response.json()
+    assert box.awards_for("1001") == 0
+
+
+def test_faults_come_before_validation(make_sandbox):
+    box = make_sandbox(faults={"503": 1.0})
+    assert award(box, {}, headers={}).status_code == 503
+
+
+def test_faults_apply_to_awards_only(make_sandbox):
+    box = make_sandbox(faults={"503": 1.0})
+    response = requests.get(box.url + "members/x?idParam=member_id", headers=AUTH, timeout=TIMEOUT)
+    assert response.json()["error_code"] == "INVALID_MEMBER"
+
+
+def test_reset_fault_resets_the_connection(make_sandbox):
+    box = make_sandbox(faults={"reset": 1.0})
+    with pytest.raises(requests.ConnectionError) as raised:
+        award(box, purchase())
+
+    assert "ConnectionResetError" in repr(raised.value)  # an RST, not an orderly close
+    assert box.awards_for("1001") == 0
+    assert box.requests[-1].status is None
+    assert box.requests[-1].fault == "reset"
+
+
+def test_hang_fault_never_answers_and_stop_releases_it(make_sandbox):
+    box = make_sandbox(faults={"hang": 1.0})
+    threads_before = set(threading.enumerate())
+    with pytest.raises(requests.ReadTimeout):
+        award(box, purchase(), timeout=(2, 0.5))
+    hanging = set(threading.enumerate()) - threads_before
+    assert hanging  # the handler thread, still waiting
+
+    started = time.monotonic()
+    box.stop()
+    for thread in hanging:
+        thread.join(timeout=2)
+    assert time.monotonic() - started < 2
+    assert not any(thread.is_alive() for thread in hanging)
+    assert box.requests[-1].status is None
+    assert box.requests[-1].fault == "hang"
+
+
+def test_stop_closes_idle_keep_alive_connections(sandbox):
+    with requests.Session() as session:
+        award(sandbox, purchase(), session=session)
+        sandbox.stop()
+        with pytest.raises(requests.ConnectionError):
+            award(sandbox, purchase("2"), session=session)
+    assert sandbox.awards_for("2") == 0
+
+
+def test_slow_accept_records_the_award_the_client_gave_up_on(make_sandbox):
+    box = make_sandbox(faults={"slow_accept": 1.0}, slow_seconds=1.0)
+    with pytest.raises(requests.ReadTimeout):
+        award(box, purchase("75"), timeout=(2, 0.5))
+
+    assert box.awards_for("75") == 1
+    retry = award(box, purchase("75"))
+    assert retry.json()["error_code"] == "DUPLICATE_ORDER_ID"
+    assert box.awards_for("75") == 1
+
+
+def fault_sequence(box, count):
+    with requests.Session() as session:
+        for number in range(count):
+            award(box, purchase(str(number)), session=session)
+    return [record.fault for record in box.requests]
+
+
+def test_same_seed_same_faults(make_sandbox):
+    faults = {"503": 0.3, "500": 0.2, "429": 0.2}
+    first = fault_sequence(make_sandbox(faults=faults, seed=7), 30)
+    second = fault_sequence(make_sandbox(faults=dict(reversed(faults.items())), seed=7), 30)
+
+    assert first == second
+    assert len(set(first)) > 1
+
+
+def test_reset_forgets_everything_and_replays_the_faults(make_sandbox):
+    box = make_sandbox(faults={"503": 0.5}, seed=3)
+    first = fault_sequence(box, 10)
+    requests.post(box.url + "members", json={"member_id": "m"}, headers=AUTH, timeout=TIMEOUT)
+
+    box.reset()
+
+    assert box.requests == []
+    assert box.awarded == {}
+    assert fault_sequence(box, 10) == first
+    assert (
+        requests.get(box.url + "members/m?idParam=member_id", headers=AUTH, timeout=TIMEOUT).json()[
+            "error_code"
+        ]
+        == "INVALID_MEMBER"
+    )
+
+
+@pytest.mark.parametrize(
+    ("faults", "message"),
+    [
+        ({"503": 0.6, "500": 0.5}, "more than 1"),
+        ({"teapot": 0.1}, "Unknown fault"),
+        ({"503": -0.1}, "between 0 and 1"),
+        ({"503": 1.5}, "between 0 and 1"),
+    ],
+)
+def test_bad_fault_configurations_are_refused(faults, message):
+    with pytest.raises(ValueError, match=message):
+        ZinreloSandbox(faults=faults)
+
+
+def test_rates_summing_to_one_are_accepted():
+    ZinreloSandbox(faults={"503": 0.6, "500": 0.3, "429": 0.1})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("503=0.2", ("503", 0.2)),
+        ("slow_accept=1", ("slow_accept", 1.0)),
+        (" hang =0", ("hang", 0.0)),
+    ],
+)
+def test_parse_fault(text, expected):
+    assert parse_fault(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("503", "NAME=RATE"),
+        ("teapot=0.1", "Unknown fault 'teapot'; the faults are: 503, 500"),
+        ("503=abc", "not a number"),
+        ("503=1.5", "between 0 and 1"),
+        ("503=nan", "between 0 and 1"),
+    ],
+)
+def test_parse_fault_refuses_bad_input(text, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_fault(text)
+
+
+# Server behaviour
+
+
+@pytest.fixture
+def slow_transaction_ids(monkeypatch):
+    """Hold each award 5 ms while its transaction id is made, after validation and before the
+    award is recorded: a duplicate check done outside the recording lock then races visibly."""
+    make_id = uuid.uuid4
+
+    def slow_id():
+        time.sleep(0.005)
+        return make_id()
+
+    monkeypatch.setattr(uuid, "uuid4", slow_id)
+
+
+@pytest.mark.usefixtures("slow_transaction_ids")
+def test_concurrent_posts_of_one_order_award_it_once(sandbox):
+    barrier = threading.Barrier(16)
+    codes: Counter[object] = Counter()
+    lock = threading.Lock()
+
+    def client():
+        with requests.Session() as session:
+            barrier.wait()
+            for _ in range(20):
+                answer = award(sandbox, purchase("same"), session=session).json()
+                with lock:
+                    codes[answer.get("error_code", "awarded")] += 1
+
+    threads = [threading.Thread(target=client) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert codes == {"awarded": 1, "DUPLICATE_ORDER_ID": 319}
+    assert sandbox.awards_for("same") == 1
+
+
+def test_keep_alive_session_serves_200_requests(sandbox):
+    with requests.Session() as session:
+        answers = [award(sandbox, purchase(str(n)), session=session) for n in range(200)]
+
+    assert all(answer.json()["success"] for answer in answers)
+    assert len(sandbox.awarded) == 200
+
+
+def test_request_log_keeps_no_credentials(make_sandbox):
+    box = make_sandbox(partner_id="partner-5e1f", api_key="key-9c2d-secret")
+    headers = {"partner-id": "partner-5e1f", "api-key": "key-9c2d-secret"}
+    award(box, purchase(), headers=headers)
+    requests.get(
+        box.url + "members/jane@example.com?idParam=member_id&api-key=key-9c2d-secret",
+        headers=headers,
+        timeout=TIMEOUT,
+    )
+
+    log = box.requests
+    assert [(r.method, r.path, r.status, r.fault, r.error_code) for r in log] == [
+        ("POST", "/v2/loyalty/transactions/award", 200, None, None),
+        ("GET", "/v2/loyalty/members/jane@example.com", 200, None, None),
+    ]
+    assert "key-9c2d-secret" not in repr(log)
+
+
+def test_awarded_is_a_copy(sandbox):
+    award(sandbox, purchase("75"))
+    sandbox.awarded["75"]["points"] = 0
+    sandbox.awarded.clear()
+
+    assert sandbox.awarded["75"]["points"] == 1000
+
+
+def test_life_cycle():
+    box = ZinreloSandbox()
+    with pytest.raises(RuntimeError):
+        box.url  # noqa: B018
+
+    assert box.start() is box
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v2/loyalty/", box.url)
+    with pytest.raises(RuntimeError):
+        box.start()
+    port = int(box.url.split(":")[2].split("/")[0])
+    box.stop()
+    box.stop()
+
+    with (
+        pytest.raises(ConnectionRefusedError),
+        socket.create_connection(("127.0.0.1", port), timeout=1),
+    ):
+        pass
+
+
+@pytest.mark.parametrize("host", ["127.0.0.2", "localhost", "::1"])
+def test_loopback_hosts(host):
+    with ZinreloSandbox(host=host) as box:
+        response = award(box, purchase())
+    assert response.json()["success"] is True
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["0.0.0.0", "::", "192.168.1.10", "127.evil.example", ""],  # noqa: S104 - must be refused
+)
+def test_non_loopback_hosts_are_refused(host):
+    with pytest.raises(ValueError, match="loopback"):
+        ZinreloSandbox(host=host)
+
+
+# The management command
+
+
+def test_command_refuses_a_non_loopback_host():
+    with pytest.raises(CommandError, match="loopback"):
+        call_command("zinrelo_sandbox", "--host", "0.0.0.0")  # noqa: S104 - must be refused
+
+
+def test_command_refuses_a_bad_fault():
+    with pytest.raises(CommandError, match="Unknown fault"):
+        call_command("zinrelo_sandbox", "--port", "0", "--fail", "teapot=0.5")
+
+
+def test_command_serves_until_interrupted(monkeypatch):
+    out = StringIO()
+    seen: dict[str, Any] = {}
+
+    def setting(name):
+        found = re.search(rf'"{name}": "([^"]+)"', out.getvalue())
+        assert found, f"{name} not printed"
+        return found.group(1)
+
+    def interrupt(seconds):
+        # Runs while the command is serving: use the settings it printed, then press Ctrl-C.
+        seen["url"] = setting("API_URL")
+        headers = {"partner-id": setting("PARTNER_ID"), "api-key": setting("API_KEY")}
+        seen["answer"] = post_award(seen["url"], purchase(), headers=headers).json()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sandbox_command, "sleep", interrupt)
+    call_command(
+        "zinrelo_sandbox",
+        "--port",
+        "0",
+        "--partner-id",
+        "p-1",
+        "--api-key",
+        "k-1",
+        "--fail",
+        "503=0",
+        "--seed",
+        "1",
+        stdout=out,
+    )
+
+    assert seen["answer"]["success"] is True
+    assert "Stopping" in out.getvalue()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(seen["url"], timeout=TIMEOUT)

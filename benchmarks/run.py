@@ -289,8 +289,9 @@ def quiet() -> dict[str, io.StringIO]:
 
 
 def profile_sync(count: int, sandbox: Any) -> str:
-    """Where a sync's CPU goes: on one thread, so that cProfile sees all of it but the sandbox's,
-    which answers at once meanwhile (no latency to wait out)."""
+    """Where a sync's own CPU goes: cProfile sees the thread that reads orders, builds payloads,
+    claims awards and records answers; the HTTP calls run on the sending thread, outside it (the
+    ceiling's part). The sandbox answers at once meanwhile, so there is no latency to wait out."""
     from django.core.management import call_command
 
     from django_zinrelo.sync import record_missing
@@ -514,7 +515,8 @@ def main() -> None:
             )
             print(f"\ntotal time: {time.perf_counter() - run_started:.0f} s")
             if args.profile:
-                print(f"\ncProfile of zinrelo_sync over {sizes.sync // 4} awards, one thread:")
+                count = sizes.sync // 4
+                print(f"\ncProfile of zinrelo_sync over {count} awards, its database thread:")
                 print(profile)
 
         finally:

@@ -12,21 +12,32 @@ import json
 import logging
 import random
 import traceback
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from contextlib import suppress
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 from django.apps import apps
 from django.db import transaction
+from django.db.models import Case, Value, When
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from django_zinrelo.adapters import OrderAdapter
 from django_zinrelo.client import Outcome, Reply, get_client
 from django_zinrelo.conf import ZinreloSettings, get_settings
-from django_zinrelo.models import DONE, FINAL_FAILURES, Award, AwardAttempt, Status, Trigger
+from django_zinrelo.models import (
+    DONE,
+    FINAL_FAILURES,
+    Award,
+    AwardAttempt,
+    Status,
+    Trigger,
+    update_each,
+)
 from django_zinrelo.payloads import InvalidOrder, build_payload, text
 from django_zinrelo.signals import award_delivered, award_failed
 
@@ -55,9 +66,10 @@ def get_adapter(conf: ZinreloSettings | None = None) -> OrderAdapter:
     return load_adapter((conf or get_settings()).order_adapter)
 
 
-def lease(conf: ZinreloSettings) -> timedelta:
-    """Long enough to outlive any call in flight, short enough that a crash delays little."""
-    return timedelta(seconds=2 * (conf.connect_timeout + conf.read_timeout) + 60)
+def lease(conf: ZinreloSettings, calls: int = 1, waiting: float = 0.0) -> timedelta:
+    """Long enough to outlive ``calls`` calls made one after another and ``waiting`` seconds
+    spent waiting for a turn, short enough that a crash delays little."""
+    return timedelta(seconds=2 * (conf.connect_timeout + conf.read_timeout) * calls + waiting + 60)
 
 
 def backoff(attempt: int, conf: ZinreloSettings, retry_after: float | None = None) -> float:
@@ -69,13 +81,38 @@ def backoff(attempt: int, conf: ZinreloSettings, retry_after: float | None = Non
     return delay
 
 
-def claim(award_id: int, conf: ZinreloSettings, now: datetime) -> Award | None:
+def ready(conf: ZinreloSettings) -> bool:
+    if not conf.has_credentials:
+        report_once(
+            "credentials",
+            "Zinrelo awards are waiting: ZINRELO['PARTNER_ID'] and ZINRELO['API_KEY'] (or the "
+            "ZINRELO_PARTNER_ID and ZINRELO_API_KEY environment variables) are not set.",
+        )
+    return conf.has_credentials
+
+
+def client_post(conf: ZinreloSettings) -> Callable[[str, str], Reply]:
+    return get_client(
+        str(conf.partner_id), str(conf.api_key), conf.connect_timeout, conf.read_timeout
+    ).post
+
+
+def claim(award_ids: Sequence[int], hold: timedelta) -> list[Award]:
+    """Take the due awards among ``award_ids`` for this process, for ``hold``.
+
+    One ``UPDATE`` marks them with a token of this claim; whatever it did not match is due no
+    longer (sent, or claimed by another process), and the token tells ours apart afterwards.
+    """
+    now = timezone.now()
+    token = uuid.uuid4()
     claimed = (
         Award.objects.due(now)
-        .filter(pk=award_id)
-        .update(status=Status.SENDING, claimed_until=now + lease(conf))
+        .filter(pk__in=award_ids)
+        .update(status=Status.SENDING, claimed_until=now + hold, claim=token)
     )
-    return Award.objects.get(pk=award_id) if claimed else None
+    if not claimed:
+        return []
+    return list(Award.objects.filter(pk__in=award_ids, claim=token).order_by("pk"))
 
 
 def build(award: Award) -> dict[str, Any]:
@@ -95,46 +132,61 @@ def build(award: Award) -> dict[str, Any]:
     return build_payload(adapter, order, award.activity_id)
 
 
-def deliver(
-    award_id: int, trigger: str, post: Callable[[str, str], Reply] | None = None
-) -> Award | None:
-    """Send one award if it is due and nobody else holds it; returns it in its new state.
+def body_for(award: Award) -> str | None:
+    """The body to send for a claimed award, built and stored once if it has none yet; None
+    when the order cannot be sent, which is then recorded as invalid."""
+    if award.payload is None:
+        try:
+            award.payload = build(award)
+        except InvalidOrder as invalid:
+            refuse_invalid(award, invalid.reason)
+            return None
+        award.member_id = award.payload["member_id"][:254]
+        award.order_id = award.payload["transaction_attributes"]["order_id"][:128]
+        award.save(update_fields=["payload", "member_id", "order_id", "updated_at"])
+    return json.dumps(award.payload, ensure_ascii=False, separators=(",", ":"))
 
-    ``post`` stands in for the client's, for callers that pace calls (``zinrelo_sync --rate``).
-    """
+
+@dataclass
+class Call:
+    """One award's call to Zinrelo: what was sent, why, and the answer once there is one."""
+
+    award: Award
+    trigger: str
+    body: str
+    reply: Reply | None = None
+
+
+def call(item: Call, post: Callable[[str, str], Reply], conf: ZinreloSettings) -> Call:
+    """Make the call unless the claim could run out before it ends: a call made then might also
+    be made by whoever claims the award next. ``reply`` stays None when not made."""
+    budget = timedelta(seconds=conf.connect_timeout + conf.read_timeout)
+    claimed_until = item.award.claimed_until
+    if claimed_until is not None and timezone.now() + budget < claimed_until:
+        item.reply = post(conf.award_url, item.body)
+    return item
+
+
+def deliver(award_id: int, trigger: str) -> Award | None:
+    """Send one award if it is due and nobody else holds it; returns it in its new state."""
     conf = get_settings()
-    if not conf.has_credentials:
-        report_once(
-            "credentials",
-            "Zinrelo awards are waiting: ZINRELO['PARTNER_ID'] and ZINRELO['API_KEY'] (or the "
-            "ZINRELO_PARTNER_ID and ZINRELO_API_KEY environment variables) are not set.",
-        )
+    if not ready(conf):
         return None
-    award = claim(award_id, conf, timezone.now())
-    if award is None:
+    claimed = claim([award_id], lease(conf))
+    if not claimed:
         return None
+    award = claimed[0]
     try:
-        if award.payload is None:
-            try:
-                award.payload = build(award)
-            except InvalidOrder as invalid:
-                return refuse_invalid(award, invalid.reason)
-            award.member_id = award.payload["member_id"][:254]
-            award.order_id = award.payload["transaction_attributes"]["order_id"][:128]
-            award.save(update_fields=["payload", "member_id", "order_id", "updated_at"])
-        body = json.dumps(award.payload, ensure_ascii=False, separators=(",", ":"))
-        if post is None:
-            post = get_client(
-                str(conf.partner_id), str(conf.api_key), conf.connect_timeout, conf.read_timeout
-            ).post
-        reply = post(conf.award_url, body)
-        return record(award, reply, body, trigger, conf)
+        body = body_for(award)
+        if body is not None:
+            record([call(Call(award, trigger, body), client_post(conf), conf)], conf)
+        return award
     except Exception as error:
         forget_locals(error)
         logger.exception(
             "Delivering Zinrelo award %s failed unexpectedly; will try again", award.pk
         )
-        release(award, conf)
+        release([award], conf)
         return None
 
 
@@ -152,34 +204,47 @@ def forget_locals(error: BaseException) -> None:
         link = link.__cause__ or link.__context__
 
 
-def refuse_invalid(award: Award, reason: str) -> Award:
+def refuse_invalid(award: Award, reason: str) -> None:
     finish(
-        award,
-        {
-            "status": Status.INVALID,
-            "order_id": award.order_id,
-            "last_error_code": INVALID_ORDER,
-            "last_reason": reason,
-            "last_status_code": None,
-        },
+        [
+            (
+                award,
+                {
+                    "status": Status.INVALID,
+                    "last_error_code": INVALID_ORDER,
+                    "last_reason": reason,
+                    "last_status_code": None,
+                },
+            )
+        ]
     )
     logger.error("Zinrelo award %s (order %s) cannot be sent: %s", award.pk, award.order_pk, reason)
     announce(award)
-    return award
 
 
-def release(award: Award, conf: ZinreloSettings) -> None:
-    """Give a claim back after our own failure, so the award is not stuck until the lease ends."""
+def release(awards: Sequence[Award], conf: ZinreloSettings, *, retry: bool = True) -> None:
+    """Give claims back unused: after our own failure (``retry``: after a backoff, as a failed
+    attempt would be), or when a claim ran too short to make the call (due again now)."""
+    if not awards:
+        return
+    delay = backoff(min(award.attempts for award in awards) + 1, conf) if retry else 0.0
     try:
         Award.objects.filter(
-            pk=award.pk, status=Status.SENDING, claimed_until=award.claimed_until
+            pk__in=[award.pk for award in awards],
+            status=Status.SENDING,
+            claim__in={award.claim for award in awards},
         ).update(
-            status=Status.RETRYING,
+            status=Case(
+                When(attempts=0, then=Value(Status.PENDING)), default=Value(Status.RETRYING)
+            ),
             claimed_until=None,
-            next_attempt_at=timezone.now() + timedelta(seconds=backoff(award.attempts + 1, conf)),
+            claim=None,
+            next_attempt_at=timezone.now() + timedelta(seconds=delay),
         )
     except Exception:
-        logger.exception("Could not release Zinrelo award %s; its lease will expire", award.pk)
+        logger.exception(
+            "Could not release %s Zinrelo award(s); their lease will expire", len(awards)
+        )
 
 
 def outcome_fields(award: Award, reply: Reply, conf: ZinreloSettings) -> dict[str, Any]:
@@ -227,22 +292,46 @@ def points(value: Any) -> int | None:
     return number if number is None or number in POINTS_RANGE else None
 
 
-def record(award: Award, reply: Reply, body: str, trigger: str, conf: ZinreloSettings) -> Award:
-    """Write the attempt and the award's new state together, outside any caller's transaction."""
-    fields = {**outcome_fields(award, reply, conf), "attempts": award.attempts + 1}
-    with transaction.atomic():
-        AwardAttempt.objects.create(
-            award=award,
-            trigger=trigger,
+def record(calls: Sequence[Call], conf: ZinreloSettings) -> None:
+    """Write the attempts and the awards' new states together, outside any caller's transaction.
+
+    A batch costs the same few queries whatever its size, so a bulk sync's database work per
+    award stays well below the call's own.
+    """
+    made = [(item, item.reply) for item in calls if item.reply is not None]
+    release([item.award for item in calls if item.reply is None], conf, retry=False)
+    if not made:
+        return
+    changes = [
+        (
+            item.award,
+            {**outcome_fields(item.award, reply, conf), "attempts": item.award.attempts + 1},
+        )
+        for item, reply in made
+    ]
+    attempts = [
+        AwardAttempt(
+            award=item.award,
+            trigger=item.trigger,
             outcome=reply.outcome.value,
             status_code=reply.status_code,
             error_code=reply.error_code[:64],
             reason=reply.reason,
             duration_ms=reply.duration_ms,
-            request_body=body,
+            request_body=item.body,
             response_body=reply.body,
         )
-        finish(award, fields)
+        for item, reply in made
+    ]
+    with transaction.atomic():
+        AwardAttempt.objects.bulk_create(attempts)
+        finish(changes)
+    for item, reply in made:
+        report(item.award, reply)
+        announce(item.award)
+
+
+def report(award: Award, reply: Reply) -> None:
     if reply.status_code == 401 or reply.error_code == UNAUTHORIZED:
         report_once(
             "unauthorized",
@@ -263,8 +352,6 @@ def record(award: Award, reply: Reply, body: str, trigger: str, conf: ZinreloSet
         reply.error_code,
         reply.reason,
     )
-    announce(award)
-    return award
 
 
 LOG_LEVELS: dict[str, int] = {
@@ -277,20 +364,47 @@ LOG_LEVELS: dict[str, int] = {
 }
 
 
-def finish(award: Award, fields: dict[str, Any]) -> Award:
-    """Store the new state only while our claim still holds; an expired claim belongs to another."""
-    updated = Award.objects.filter(
-        pk=award.pk, status=Status.SENDING, claimed_until=award.claimed_until
-    ).update(claimed_until=None, **fields)
-    if not updated:
+# What an award's answer changes, written for many awards in one statement.
+STATE: Final = (
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "claimed_until",
+    "claim",
+    "points",
+    "points_status",
+    "transaction_id",
+    "last_status_code",
+    "last_error_code",
+    "last_reason",
+    "order_id",
+    "updated_at",
+)
+
+
+def finish(changes: Sequence[tuple[Award, dict[str, Any]]]) -> None:
+    """Store the new states only where our claim still holds; an expired claim belongs to
+    another process now, and what it stores wins."""
+    now = timezone.now()
+    rows = []
+    for award, fields in changes:
+        token = award.claim
+        for name, value in {
+            **fields,
+            "claimed_until": None,
+            "claim": None,
+            "updated_at": now,
+        }.items():
+            setattr(award, name, value)
+        rows.append([*(getattr(award, name) for name in STATE), award.pk, token])
+    stored = update_each(STATE, ("id", "claim"), rows)
+    if 0 <= stored < len(rows):
         logger.warning(
-            "Zinrelo award %s: the claim expired before the answer was stored; another worker "
-            "owns it now",
-            award.pk,
+            "Zinrelo: the claim on %s of award(s) %s expired before the answer was stored; "
+            "another worker owns them now",
+            len(rows) - stored,
+            ", ".join(str(award.pk) for award, _ in changes),
         )
-    for name, value in {**fields, "claimed_until": None}.items():
-        setattr(award, name, value)
-    return award
 
 
 def announce(award: Award) -> None:

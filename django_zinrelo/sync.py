@@ -4,34 +4,48 @@ Shared by ``zinrelo_sync`` and the admin's re-sync, so both select and send awar
 Safe to run from cron on several hosts at once: each award is claimed before it is sent (see
 ``delivery``). Everything streams in chunks of ``CHUNK`` (orders by primary key, awards by due
 time), so memory stays flat however many orders a back-fill covers; a chunk's orders are read in
-a few queries (``OrderAdapter.prefetch``), and each award then costs the same few queries to claim
-and record, however many lines its order has.
+a few queries (``OrderAdapter.prefetch``); awards are claimed a group at a time and their answers
+recorded a batch at a time, so the queries per award stay below one, however many lines its order
+has.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import queue as queues
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, TypeVar
 
 from django.apps import apps
-from django.db import connection, connections, transaction
+from django.db import transaction
 from django.db.models import CharField, Exists, Model, OuterRef, QuerySet
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from django_zinrelo.client import Reply, get_client
-from django_zinrelo.conf import get_settings
-from django_zinrelo.delivery import deliver, get_adapter
-from django_zinrelo.dispatch import run, submit
+from django_zinrelo.client import Reply
+from django_zinrelo.conf import ZinreloSettings, get_settings
+from django_zinrelo.delivery import (
+    Call,
+    body_for,
+    call,
+    claim,
+    client_post,
+    deliver,
+    forget_locals,
+    get_adapter,
+    lease,
+    ready,
+    record,
+    release,
+)
+from django_zinrelo.dispatch import submit
 from django_zinrelo.models import (
     DONE,
     FINAL_FAILURES,
@@ -40,6 +54,7 @@ from django_zinrelo.models import (
     AwardQuerySet,
     Status,
     Trigger,
+    update_each,
 )
 from django_zinrelo.payloads import InvalidOrder, build_payload
 
@@ -51,6 +66,9 @@ CHUNK: Final = 1000
 RATE_MARGIN: Final = 0.05
 MIN_RATE: Final = 0.1
 RATE_LIMITED: Final = "RATE_LIMIT_EXCEEDED"
+# Awards claimed per sending thread at a time: enough to keep every thread busy while the last
+# answers are recorded, few enough that a claim's lease covers the wait for a thread.
+CLAIM_PER_THREAD: Final = 4
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -263,38 +281,17 @@ def prebuild(award_pks: list[int]) -> None:
 
 
 def store_payloads(built: list[tuple[int, dict[str, Any]]]) -> None:
-    """One parameterised ``UPDATE`` run for many rows (``executemany``).
-
-    The ORM's way, ``update()`` with a ``Case`` of one ``When`` per award, spends more time
-    compiling a thousand branches than the calls to Zinrelo take. The fields are those delivery
-    stores when it builds a payload itself.
-    """
-    meta = Award._meta
-    quote = connection.ops.quote_name
-    column = {field.name: quote(str(field.column)) for field in meta.concrete_fields}
-    payload = meta.get_field("payload")
-    # Names from the model's own metadata, quoted; every value is a parameter.
-    sql = (
-        f"UPDATE {quote(meta.db_table)} SET {column['payload']} = %s, "  # noqa: S608
-        f"{column['member_id']} = %s, {column['order_id']} = %s "
-        f"WHERE {column['id']} = %s AND {column['payload']} IS NULL "
-        f"AND {column['status']} IN (%s, %s)"
+    """The fields delivery stores when it builds a payload itself, for a chunk in one statement."""
+    update_each(
+        ("payload", "member_id", "order_id"),
+        ("id",),
+        (
+            (body, body["member_id"][:254], body["transaction_attributes"]["order_id"][:128], pk)
+            for pk, body in built
+        ),
+        "AND {payload} IS NULL AND {status} IN (%s, %s)",
+        (Status.PENDING, Status.RETRYING),
     )
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            sql,
-            [
-                (
-                    payload.get_db_prep_save(body, connection),
-                    body["member_id"][:254],
-                    body["transaction_attributes"]["order_id"][:128],
-                    pk,
-                    Status.PENDING,
-                    Status.RETRYING,
-                )
-                for pk, body in built
-            ],
-        )
 
 
 @dataclass(frozen=True)
@@ -412,67 +409,17 @@ class Throttle:
         logger.warning("Zinrelo answered 429 (rate limit): slowing to %.1f calls/s", self.rate)
 
 
-def paced(throttle: Throttle) -> Callable[[str, str], Reply]:
-    """The client's ``post``, started only when ``throttle`` allows and slowed by a 429."""
-    conf = get_settings()
-    client = get_client(
-        str(conf.partner_id), str(conf.api_key), conf.connect_timeout, conf.read_timeout
-    )
+def paced(throttle: Throttle, post: Callable[[str, str], Reply]) -> Callable[[str, str], Reply]:
+    """``post``, started only when ``throttle`` allows and slowed by a 429."""
 
-    def post(url: str, body: str) -> Reply:
+    def paced_post(url: str, body: str) -> Reply:
         started = throttle.wait()
-        reply = client.post(url, body)
+        reply = post(url, body)
         if reply.status_code == 429 or reply.error_code == RATE_LIMITED:
             throttle.slow_down(started, reply.retry_after)
         return reply
 
-    return post
-
-
-class Workers(Generic[T, R]):
-    """Threads that each keep one database connection for the whole run, closed as they stop.
-
-    A pool that closed its connections after each award (``close_old_connections`` with the
-    default ``CONN_MAX_AGE = 0``) would open a new PostgreSQL connection per award, which costs
-    more than the award's own queries.
-    """
-
-    def __init__(self, size: int, work: Callable[[T], R]) -> None:
-        self._work = work
-        self._inbox: queues.SimpleQueue[T | None] = queues.SimpleQueue()
-        self._outbox: queues.SimpleQueue[tuple[T, R | None]] = queues.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._serve, name=f"zinrelo-sync-{n}", daemon=True)
-            for n in range(size)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def _serve(self) -> None:
-        try:
-            while (item := self._inbox.get()) is not None:
-                self._outbox.put((item, run(self._work, item)))
-        finally:
-            connections.close_all()
-
-    def map(self, items: list[T]) -> Iterator[tuple[T, R | None]]:
-        """Each item with its result, as they finish."""
-        for item in items:
-            self._inbox.put(item)
-        for _ in items:
-            yield self._outbox.get()
-
-    def close(self) -> None:
-        """Drop what is still queued (after an interrupt), finish what runs, and stop."""
-        while True:
-            try:
-                self._inbox.get_nowait()
-            except queues.Empty:
-                break
-        for _ in self._threads:
-            self._inbox.put(None)
-        for thread in self._threads:
-            thread.join()
+    return paced_post
 
 
 @dataclass
@@ -496,47 +443,114 @@ def send_due(
 ) -> Run:
     """Send every award of ``awards`` that is due, until none is left due.
 
-    Awards whose retry falls due while the run goes on are sent again in the same run, so with a
-    short backoff one run settles everything it can. ``progress`` is called with the number of
-    calls finished so far.
+    Awards are claimed a few per thread at a time, just ahead of their calls, so a claim's lease
+    covers the wait for a thread (and for ``rate``); the threads only make the HTTP calls, and
+    this thread records the answers in batches of whatever has come back meanwhile. Awards whose
+    retry falls due while the run goes on are sent again in the same run, so with a short backoff
+    one run settles everything it can. ``progress`` is called with the calls finished so far.
     """
-    post = paced(Throttle(rate)) if rate is not None else None
-
-    def send(item: tuple[int, str]) -> str | None:
-        award_id, status = item
-        trigger = Trigger.RETRY if status == Status.RETRYING else Trigger.COMMAND
-        award = deliver(award_id, trigger, post)
-        return str(award.status) if award else None
-
+    conf = get_settings()
     result = Run()
+    if not ready(conf):
+        return result
+    post = client_post(conf)
+    if rate is not None:
+        post = paced(Throttle(rate), post)
+    group = CLAIM_PER_THREAD * concurrency
+    hold = lease(conf, CLAIM_PER_THREAD * 2, 2 * group / rate if rate else 0.0)
     finished = 0
-    workers = Workers(concurrency, send) if concurrency > 1 else None
-    try:
-        while True:
-            batch = list(
-                awards.due().order_by("next_attempt_at", "pk").values_list("pk", "status")[:CHUNK]
+    answered = False
+    in_flight: dict[Future[Call], Call] = {}
+
+    def collect() -> None:
+        """Record the calls that have come back, once a call per thread has: a batch costs
+        the same few queries whatever its size."""
+        nonlocal finished, answered
+        done, pending = wait(in_flight, timeout=0)
+        while len(done) < concurrency and pending:
+            more, pending = wait(pending, return_when=FIRST_COMPLETED)
+            done |= more
+        calls = []
+        for future in done:
+            item = in_flight.pop(future)
+            error = None if future.cancelled() else future.exception()
+            if error is None:
+                calls.append(item)
+                continue
+            forget_locals(error)
+            logger.error(
+                "Delivering Zinrelo award %s failed unexpectedly; will try again",
+                item.award.pk,
+                exc_info=error,
             )
-            if not batch:
-                break
-            prebuild([award_id for award_id, _ in batch])
-            done = workers.map(batch) if workers else ((item, run(send, item)) for item in batch)
-            claimed = 0
-            for (award_id, _), status in done:
-                if status is None:
-                    result.lost.add(award_id)
-                else:
-                    result.statuses[award_id] = status
-                    claimed += 1
-                finished += 1
-                if progress is not None:
-                    progress(finished)
-            if not claimed:
-                break
-    finally:
-        if workers is not None:
-            workers.close()
+            release([item.award], conf)
+            result.lost.add(item.award.pk)
+        try:
+            record(calls, conf)
+        except Exception:
+            logger.exception("Recording %s Zinrelo answers failed; will try again", len(calls))
+            release([item.award for item in calls], conf)
+            return
+        for item in calls:
+            if item.reply is None:
+                result.lost.add(item.award.pk)
+            else:
+                result.statuses[item.award.pk] = str(item.award.status)
+                answered = True
+        finished += len(calls)
+        if progress is not None:
+            progress(finished)
+
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="zinrelo-sync") as pool:
+        try:
+            while True:
+                batch = dict(
+                    awards.due()
+                    .order_by("next_attempt_at", "pk")
+                    .values_list("pk", "status")[:CHUNK]
+                )
+                if not batch:
+                    break
+                prebuild(list(batch))
+                answered = False
+                for ids in chunks(batch, group):
+                    claimed = claim(ids, hold)
+                    result.lost.update(set(ids) - {award.pk for award in claimed})
+                    for item in prepared(claimed, batch, conf):
+                        in_flight[pool.submit(call, item, post, conf)] = item
+                    while len(in_flight) > group:
+                        collect()
+                while in_flight:
+                    collect()
+                # A batch in which no call was answered would be the same batch again.
+                if not answered:
+                    break
+        except BaseException:
+            # Interrupted: calls not started are cancelled and their claims given back; the
+            # answers of calls made are recorded.
+            pool.shutdown(cancel_futures=True)
+            while in_flight:
+                collect()
+            raise
     result.lost -= result.statuses.keys()
     return result
+
+
+def prepared(
+    claimed: list[Award], statuses: dict[int, str], conf: ZinreloSettings
+) -> Iterator[Call]:
+    """The calls to make for claimed awards; an invalid order is recorded as such instead."""
+    for award in claimed:
+        trigger = Trigger.RETRY if statuses[award.pk] == Status.RETRYING else Trigger.COMMAND
+        try:
+            body = body_for(award)
+        except Exception as error:
+            forget_locals(error)
+            logger.exception("Preparing Zinrelo award %s failed; will try again", award.pk)
+            release([award], conf)
+            continue
+        if body is not None:
+            yield Call(award, trigger, body)
 
 
 def deliver_due(*, concurrency: int = 1) -> Counter[str]:

@@ -283,5 +283,8 @@ def test_an_unexpected_error_releases_the_award_for_a_later_try(
     monkeypatch.setattr(client_module.ZinreloClient, "post", explode)
     award = place()
     award.refresh_from_db()
-    assert (award.status, award.claimed_until) == (Status.RETRYING, None)
+    # Never attempted (no answer was had), so still pending, but after a backoff like a retry.
+    assert (award.status, award.claimed_until, award.claim) == (Status.PENDING, None, None)
+    assert award.next_attempt_at > timezone.now()
+    assert not award.attempts_log.exists()
     assert "failed unexpectedly" in caplog.text

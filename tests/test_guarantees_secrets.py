@@ -142,7 +142,7 @@ def go_wrong(monkeypatch, admin_client, django_capture_on_commit_callbacks) -> R
                 patched.setattr(urllib3.connection.HTTPConnection, "request", transport_bug)
                 saved("TRANSPORT")
             with monkeypatch.context() as patched:
-                patched.setattr(AwardAttempt.objects, "create", db_failure)
+                patched.setattr(AwardAttempt.objects, "bulk_create", db_failure)
                 saved("RECORD")
             with monkeypatch.context() as patched:
                 client_module.get_client.cache_clear()

@@ -1,11 +1,17 @@
 """zinrelo_sync: delivers what is due, finds orders no signal announced, and is safe to repeat."""
 
+from datetime import timedelta
 from decimal import Decimal
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
+from django_zinrelo import client as client_module
+from django_zinrelo.client import Reply
+from django_zinrelo.conf import get_settings
+from django_zinrelo.delivery import Call, body_for, call, claim, record
 from django_zinrelo.models import Award, AwardAttempt, Status, Trigger
 from tests.conftest import AWARD_URL, awarded, make_order, refused
 from tests.shop.models import Order
@@ -105,3 +111,50 @@ def test_resync_orders_records_resends_and_never_doubles(
     }
     assert Award.objects.get(order_id="blocked").attempts == 1
     assert AwardAttempt.objects.filter(trigger=Trigger.ADMIN).count() == 2
+
+
+def test_a_call_that_raises_in_a_worker_ends_the_run_and_waits_for_a_later_try(
+    zinrelo, settings, caplog, monkeypatch
+):
+    settings.ZINRELO = {**settings.ZINRELO, "BACKOFF_BASE": 0}
+
+    def explode(self, url, body):
+        raise RuntimeError("bug in the transport")
+
+    monkeypatch.setattr(client_module.ZinreloClient, "post", explode)
+    Order.objects.create(
+        number="X1", email="x@example.com", status="paid", total=Decimal(5), subtotal=Decimal(5)
+    )
+    assert "0 awarded" in sync("--missing", "--concurrency", "2")
+    award = Award.objects.get()
+    assert (award.status, award.attempts, award.claim, award.claimed_until) == (
+        Status.PENDING,
+        0,
+        None,
+        None,
+    )
+    assert award.next_attempt_at <= timezone.now(), "a zero backoff makes it due again at once"
+    assert "Delivering Zinrelo award" in caplog.text and "bug in the transport" in caplog.text
+    assert not AwardAttempt.objects.exists()
+
+
+def test_a_claim_too_short_for_the_call_is_given_back_unsent():
+    """A call that might outlast its claim could also be made by the award's next claimant."""
+    conf = get_settings()
+    make_order(number="L1", status="paid")  # the test's transaction never commits: not sent
+    posted: list[tuple[str, str]] = []
+
+    def post(url: str, body: str) -> Reply:
+        posted.append((url, body))
+        raise AssertionError("a call was made on a claim too short for it")
+
+    (award,) = claim(list(Award.objects.values_list("pk", flat=True)), timedelta(seconds=1))
+    body = body_for(award)
+    assert body is not None
+    item = call(Call(award, Trigger.COMMAND, body), post, conf)
+    assert (item.reply, posted) == (None, [])
+    record([item], conf)
+    award.refresh_from_db()
+    assert (award.status, award.attempts, award.claim) == (Status.PENDING, 0, None)
+    assert award.next_attempt_at <= timezone.now(), "due again at once, for a longer claim"
+    assert not AwardAttempt.objects.exists()

@@ -263,16 +263,20 @@ def test_queries_per_award_do_not_grow_with_lines_or_orders(zinrelo):
             sync("--missing")
         assert Award.objects.filter(status=Status.AWARDED).count() == count
         order_reads = [q for q in captured if 'FROM "shop_order"' in q["sql"]]
-        return len(captured), len(order_reads)
+        line_reads = [q for q in captured if 'FROM "shop_orderline"' in q["sql"]]
+        return len(captured), len(order_reads), len(line_reads)
 
-    small, small_reads = queries_to_sync(10, lines=1)
-    many_lines, many_lines_reads = queries_to_sync(10, lines=6)
-    double, double_reads = queries_to_sync(20, lines=1)
+    small, small_orders, small_lines = queries_to_sync(10, lines=1)
+    many_lines, many_lines_orders, many_lines_lines = queries_to_sync(10, lines=6)
+    double, double_orders, double_lines = queries_to_sync(20, lines=1)
 
-    assert many_lines == small, "a line costs no query"
-    per_award = (double - small) / 10
-    assert per_award <= 8
-    assert small_reads == many_lines_reads == double_reads, "orders are read per chunk"
+    assert small_lines == many_lines_lines == double_lines == 1, "a chunk's lines in one query"
+    assert small_orders == many_lines_orders == double_orders, "orders are read per chunk"
+    # Answers are recorded in batches of whatever has come back, so totals vary with timing;
+    # even one answer per batch costs 4 queries (savepoint, insert, update, release), plus a
+    # share of a claim per few awards.
+    assert abs(many_lines - small) <= 4, "lines cost no query"
+    assert (double - small) / 10 <= 5
 
 
 def test_non_tty_progress_lines_and_tty_bar():

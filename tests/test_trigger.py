@@ -12,6 +12,7 @@ from django.test import override_settings
 
 from django_zinrelo import receivers
 from django_zinrelo.models import Award, AwardAttempt, Status
+from django_zinrelo.signals import award_delivered
 from tests.conftest import AWARD_URL, awarded, make_order
 from tests.shop.models import Order
 
@@ -158,23 +159,32 @@ def test_a_rolled_back_order_sends_nothing(zinrelo):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_default_thread_delivery_never_makes_save_wait(zinrelo):
-    released = threading.Event()
+    called, released, delivered = threading.Event(), threading.Event(), threading.Event()
 
     def slow_zinrelo(request):
+        called.set()
         released.wait(5)
         return 200, {}, json.dumps({"success": True, "data": {"points": 1}})
 
+    def on_delivered(**kwargs):
+        delivered.set()
+
     zinrelo.add_callback("POST", AWARD_URL, callback=slow_zinrelo)
-    with override_settings(ZINRELO={**_settings(), "DELIVERY": "thread"}):
-        started = time.monotonic()
-        with transaction.atomic():
-            make_order(status="paid")
-        saved_in = time.monotonic() - started
-        assert Award.objects.get().status in (Status.PENDING, Status.SENDING)
-        released.set()
-        deadline = time.monotonic() + 5
-        while Award.objects.get().status != Status.AWARDED and time.monotonic() < deadline:
-            time.sleep(0.02)
+    # The test database is SQLite in memory, whose connections lock each other's tables: the
+    # test reads only while the delivery thread waits on Zinrelo or is done.
+    award_delivered.connect(on_delivered, dispatch_uid="test-thread-delivery")
+    try:
+        with override_settings(ZINRELO={**_settings(), "DELIVERY": "thread"}):
+            started = time.monotonic()
+            with transaction.atomic():
+                make_order(status="paid")
+            saved_in = time.monotonic() - started
+            assert called.wait(5), "delivery went on in a thread after commit"
+            assert Award.objects.get().status == Status.SENDING
+            released.set()
+            assert delivered.wait(5)
+    finally:
+        award_delivered.disconnect(dispatch_uid="test-thread-delivery")
     assert Award.objects.get().status == Status.AWARDED
     assert saved_in < 2, "the order's save waited for Zinrelo"
 

@@ -95,13 +95,15 @@ def test_faults_1000_orders_each_awarded_exactly_once_within_max_attempts():
     logged = Counter(AwardAttempt.objects.values_list("outcome", flat=True))
     expected = Counter(expected_outcome(record) for record in calls)
     # A loaded machine may time out on an answer that was on its way: that attempt is logged as
-    # a timeout (and its retry answered DUPLICATE_ORDER_ID). Those are the only difference allowed.
+    # a timeout, whatever the answer was (an award, then confirmed by DUPLICATE_ORDER_ID on the
+    # retry, or a fault). Those are the only differences allowed.
     timeouts = AwardAttempt.objects.filter(error_code="timeout").count()
     late = timeouts - sum(record.fault == "slow_accept" for record in calls)
     assert late >= 0
-    assert logged["retryable"] == expected["retryable"] + late
+    turned_retryable = logged["retryable"] - expected["retryable"]
+    assert 0 <= turned_retryable <= late
     assert logged["awarded"] + logged["already_awarded"] == (
-        expected["awarded"] + expected["already_awarded"] - late
+        expected["awarded"] + expected["already_awarded"] - turned_retryable
     )
     faults_met = Counter(record.fault for record in calls if record.fault)
     assert set(faults_met) == set(FAULTS)

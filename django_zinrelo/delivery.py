@@ -92,9 +92,13 @@ def ready(conf: ZinreloSettings) -> bool:
 
 
 def client_post(conf: ZinreloSettings) -> Callable[[str, str], Reply]:
-    return get_client(
-        str(conf.partner_id), str(conf.api_key), conf.connect_timeout, conf.read_timeout
-    ).post
+    try:
+        return get_client(
+            str(conf.partner_id), str(conf.api_key), conf.connect_timeout, conf.read_timeout
+        ).post
+    except Exception as error:
+        forget_locals(error)  # the frames below hold the API key
+        raise
 
 
 def claim(award_ids: Sequence[int], hold: timedelta) -> list[Award]:
@@ -182,12 +186,20 @@ def deliver(award_id: int, trigger: str) -> Award | None:
             record([call(Call(award, trigger, body), client_post(conf), conf)], conf)
         return award
     except Exception as error:
-        forget_locals(error)
-        logger.exception(
-            "Delivering Zinrelo award %s failed unexpectedly; will try again", award.pk
-        )
-        release([award], conf)
+        give_back([award], error, conf)
         return None
+
+
+def give_back(awards: Sequence[Award], error: BaseException, conf: ZinreloSettings) -> None:
+    """After a failure of our own, not an answer from Zinrelo: log it, without its frames'
+    local variables, and release the awards for a later try."""
+    forget_locals(error)
+    logger.error(
+        "Delivering Zinrelo award %s failed unexpectedly; will try again",
+        ", ".join(str(award.pk) for award in awards),
+        exc_info=error,
+    )
+    release(awards, conf)
 
 
 def forget_locals(error: BaseException) -> None:

@@ -38,12 +38,11 @@ from django_zinrelo.delivery import (
     claim,
     client_post,
     deliver,
-    forget_locals,
     get_adapter,
+    give_back,
     lease,
     ready,
     record,
-    release,
 )
 from django_zinrelo.dispatch import submit
 from django_zinrelo.models import (
@@ -457,6 +456,7 @@ def send_due(
     if rate is not None:
         post = paced(Throttle(rate), post)
     group = CLAIM_PER_THREAD * concurrency
+    # Up to two groups are in flight, so a thread may have twice its share ahead of it.
     hold = lease(conf, CLAIM_PER_THREAD * 2, 2 * group / rate if rate else 0.0)
     finished = 0
     answered = False
@@ -477,19 +477,12 @@ def send_due(
             if error is None:
                 calls.append(item)
                 continue
-            forget_locals(error)
-            logger.error(
-                "Delivering Zinrelo award %s failed unexpectedly; will try again",
-                item.award.pk,
-                exc_info=error,
-            )
-            release([item.award], conf)
+            give_back([item.award], error, conf)
             result.lost.add(item.award.pk)
         try:
             record(calls, conf)
-        except Exception:
-            logger.exception("Recording %s Zinrelo answers failed; will try again", len(calls))
-            release([item.award for item in calls], conf)
+        except Exception as error:
+            give_back([item.award for item in calls], error, conf)
             return
         for item in calls:
             if item.reply is None:
@@ -545,9 +538,7 @@ def prepared(
         try:
             body = body_for(award)
         except Exception as error:
-            forget_locals(error)
-            logger.exception("Preparing Zinrelo award %s failed; will try again", award.pk)
-            release([award], conf)
+            give_back([award], error, conf)
             continue
         if body is not None:
             yield Call(award, trigger, body)

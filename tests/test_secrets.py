@@ -12,7 +12,7 @@ from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 
 from django_zinrelo import client as client_module
 from django_zinrelo.conf import get_settings
-from django_zinrelo.models import Award, AwardAttempt
+from django_zinrelo.models import Award, AwardAttempt, Status
 from django_zinrelo.sync import deliver_due
 from tests.conftest import AWARD_URL, awarded, make_order, refused
 
@@ -91,3 +91,24 @@ def test_djangos_error_reporter_hides_the_key(secret_settings):
                 RequestFactory().get("/"), *sys.exc_info()
             ).get_traceback_html()
     assert KEY not in html
+
+
+def test_a_client_that_cannot_be_built_stops_the_sync_without_the_key_in_its_traceback(
+    secret_settings, monkeypatch
+):
+    def broken_adapter(*args, **kwargs):
+        raise RuntimeError("cannot build the connection pool")
+
+    client_module.get_client.cache_clear()
+    monkeypatch.setattr(client_module, "HTTPAdapter", broken_adapter)
+    make_order(status="paid")  # recorded; the test's transaction never commits, so not sent
+    try:
+        with pytest.raises(RuntimeError) as raised:
+            deliver_due()
+    finally:
+        client_module.get_client.cache_clear()
+    values = list(frames_locals(raised.value.__traceback__))
+    assert values, "the traceback's frames are there, for the log"
+    for value in values:
+        assert KEY not in repr(value)
+    assert Award.objects.get().status == Status.PENDING, "the award waits for the next run"

@@ -175,11 +175,26 @@ class ZinreloClient:
         return f"<ZinreloClient partner_id={self.partner_id!r}>"
 
     def post(self, url: str, body: str) -> Reply:
-        """POST a JSON body; never raises, whatever the network, Zinrelo or the HTTP stack does."""
+        """POST a JSON body (awards, returns, and the empty body of approve, reject, reverse)."""
+        return self.request("POST", url, body)
+
+    def get(self, url: str) -> Reply:
+        """GET a URL whose query string is already encoded (the transaction lists)."""
+        return self.request("GET", url)
+
+    def request(self, method: str, url: str, body: str | None = None) -> Reply:
+        """Make one call; never raises, whatever the network, Zinrelo or the HTTP stack does.
+
+        The one place every call to Zinrelo passes, so the testing kit answers them all here.
+        """
         started = time.monotonic()
         try:
-            response = self.session.post(
-                url, data=body.encode("utf-8"), timeout=self.timeout, allow_redirects=False
+            response = self.session.request(
+                method,
+                url,
+                data=None if body is None else body.encode("utf-8"),
+                timeout=self.timeout,
+                allow_redirects=False,
             )
             content = response.content
         except requests.Timeout as error:

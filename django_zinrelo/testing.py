@@ -5,7 +5,7 @@ call to Zinrelo is answered here instead of being sent: the test reads the paylo
 the answer of the next call when it wants a refusal or an outage. The answers go through the
 client's real reading of Zinrelo's bodies, so the award rows end as they would in production.
 
-The client's ``post`` itself is replaced, not ``requests``: whatever the shop's settings say (a
+The client's ``request`` itself is replaced, not ``requests``: whatever the shop's settings say (a
 real API URL, real keys, the thread backend), a test cannot reach the network.
 
 From pytest, add ``pytest_plugins = ["django_zinrelo.testing"]`` to the root ``conftest.py`` and
@@ -82,7 +82,7 @@ class ZinreloRecorder:
             overrides["API_KEY"] = TEST_API_KEY
         stack = contextlib.ExitStack()
         stack.enter_context(override_settings(ZINRELO=overrides))
-        stack.enter_context(mock.patch.object(ZinreloClient, "post", self._answer))
+        stack.enter_context(mock.patch.object(ZinreloClient, "request", self._answer))
         self._stack = stack
         return self
 
@@ -147,10 +147,10 @@ class ZinreloRecorder:
         """The bodies sent for one order id, one per call."""
         return [p for p in self.payloads if p["transaction_attributes"]["order_id"] == order_id]
 
-    # The stand-in for ZinreloClient.post
+    # The stand-in for ZinreloClient.request
 
-    def _answer(self, url: str, body: str) -> Reply:
-        payload = json.loads(body)
+    def _answer(self, method: str, url: str, body: str | None = None) -> Reply:
+        payload = json.loads(body or "{}")
         with self._lock:
             self.payloads.append(payload)
             if self._planned:

@@ -43,11 +43,25 @@ class OrderAdapter:
 
     status_field: str = "status"
     qualifying_statuses: Collection[str] = ("paid", "completed")
+    cancelled_statuses: Collection[str] = ()
+    approving_statuses: Collection[str] = ()
     date_fields: tuple[str, ...] = ("date_placed", "placed_at", "created_at", "created")
 
     def qualifies(self, order: Any) -> bool:
         """Whether the order has reached the state that earns points (checked on every save)."""
         return getattr(order, self.status_field, None) in self.qualifying_statuses
+
+    def cancelled(self, order: Any) -> bool:
+        """Whether the order is cancelled: its points are taken back, or its award never sent.
+
+        Checked on every save, like ``qualifies``; none by default (``cancelled_statuses``).
+        """
+        return getattr(order, self.status_field, None) in self.cancelled_statuses
+
+    def approves(self, order: Any) -> bool:
+        """Whether the order reached the state that approves points held pending (for example
+        shipped, with ``approval_date`` holding them until then); none by default."""
+        return getattr(order, self.status_field, None) in self.approving_statuses
 
     def qualifying(self, orders: QuerySet[Model]) -> QuerySet[Model]:
         """The same rule as ``qualifies`` as a query, for sweeps that find orders with no award."""
@@ -126,3 +140,46 @@ class OrderAdapter:
     def approval_date(self, order: Any) -> datetime | None:
         """When pending points auto-approve; return one to hold points through a return window."""
         return None
+
+
+@dataclass(frozen=True)
+class RefundLine:
+    """Units of one product given back: Zinrelo deducts that product's share of the points."""
+
+    product_id: Any
+    quantity: Any
+
+
+class RefundAdapter:
+    """Reads the shop's refund model (``ZINRELO["REFUND_MODEL"]``), as ``OrderAdapter`` reads
+    orders. Subclass, override what differs, and name it in ``ZINRELO["REFUND_ADAPTER"]``.
+
+    A refund gives back an ``amount``, or ``lines``, or neither: the whole order. It is recorded
+    once per ``refund_id`` when a save of it first ``applies``.
+    """
+
+    order_field: str = "order"
+    status_field: str | None = "status"
+    applying_statuses: Collection[str] = ("completed", "refunded")
+
+    def applies(self, refund: Any) -> bool:
+        """Whether the money has gone back (checked on every save; keep it to attribute reads)."""
+        if self.status_field is None:
+            return True
+        return getattr(refund, self.status_field, None) in self.applying_statuses
+
+    def order(self, refund: Any) -> Any:
+        return getattr(refund, self.order_field)
+
+    def refund_id(self, refund: Any) -> str:
+        """Unique per refund and stable: it keys the refund, so saving it again sends nothing."""
+        return str(refund.pk)
+
+    def amount(self, refund: Any) -> Decimal | None:
+        """The refunded value of goods, on the basis the award was computed on (products after
+        discounts, without shipping and tax); None with ``lines``, or for the whole order."""
+        return getattr(refund, "amount", None)
+
+    def lines(self, refund: Any) -> Iterable[RefundLine]:
+        """The refunded products and quantities, when the refund is by product."""
+        return ()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.apps import AppConfig, apps
 from django.core import checks
+from django.db.models import Model
 from django.db.models.signals import post_save
 
 
@@ -13,15 +14,24 @@ class ZinreloConfig(AppConfig):
     def ready(self) -> None:
         from django_zinrelo.checks import check_settings
         from django_zinrelo.conf import get_settings
-        from django_zinrelo.receivers import order_saved
+        from django_zinrelo.receivers import order_saved, refund_saved
 
         checks.register(check_settings)
-        label = get_settings().order_model
-        try:
-            order_model = apps.get_model(label) if isinstance(label, str) else None
-        except (LookupError, ValueError):
-            order_model = None  # reported by check django_zinrelo.E002
+        conf = get_settings()
+        order_model = model_or_none(conf.order_model)  # else reported by check E002
         if order_model is not None:
             post_save.connect(
                 order_saved, sender=order_model, dispatch_uid="django_zinrelo.order_saved"
             )
+        refund_model = model_or_none(conf.refund_model)
+        if refund_model is not None:
+            post_save.connect(
+                refund_saved, sender=refund_model, dispatch_uid="django_zinrelo.refund_saved"
+            )
+
+
+def model_or_none(label: object) -> type[Model] | None:
+    try:
+        return apps.get_model(label) if isinstance(label, str) else None
+    except (LookupError, ValueError):
+        return None

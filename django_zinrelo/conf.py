@@ -25,6 +25,11 @@ DEFAULTS: Final[dict[str, Any]] = {
     "AWARD_PATH": "transactions/award",
     "ORDER_MODEL": None,
     "ORDER_ADAPTER": "django_zinrelo.adapters.OrderAdapter",
+    "REFUND_MODEL": None,
+    "REFUND_ADAPTER": "django_zinrelo.adapters.RefundAdapter",
+    "RETURN_PATH": "transactions/return",
+    "TRANSACTION_PATH": "transactions/{id}/{action}",
+    "MEMBER_TRANSACTIONS_PATH": "members/{member_id}/transactions",
     "ACTIVITY_ID": "made_a_purchase",
     "CONNECT_TIMEOUT": 2.0,
     "READ_TIMEOUT": 5.0,
@@ -47,6 +52,11 @@ class ZinreloSettings:
     award_path: str
     order_model: str | None
     order_adapter: Any
+    refund_model: str | None
+    refund_adapter: Any
+    return_path: str
+    transaction_path: str
+    member_transactions_path: str
     activity_id: str
     connect_timeout: float
     read_timeout: float
@@ -58,7 +68,10 @@ class ZinreloSettings:
 
     @property
     def award_url(self) -> str:
-        return self.api_url.rstrip("/") + "/" + self.award_path.lstrip("/")
+        return self.url(self.award_path)
+
+    def url(self, path: str) -> str:
+        return self.api_url.rstrip("/") + "/" + path.lstrip("/")
 
     @property
     def has_credentials(self) -> bool:

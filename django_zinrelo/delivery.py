@@ -34,6 +34,7 @@ from django_zinrelo.models import (
     FINAL_FAILURES,
     Award,
     AwardAttempt,
+    Outbox,
     Status,
     Trigger,
     update_each,
@@ -101,8 +102,8 @@ def client_post(conf: ZinreloSettings) -> Callable[[str, str], Reply]:
         raise
 
 
-def claim(award_ids: Sequence[int], hold: timedelta) -> list[Award]:
-    """Take the due awards among ``award_ids`` for this process, for ``hold``.
+def claim(award_ids: Sequence[int], hold: timedelta, model: type[Outbox] = Award) -> list[Any]:
+    """Take the due rows among ``award_ids`` for this process, for ``hold``.
 
     One ``UPDATE`` marks them with a token of this claim; whatever it did not match is due no
     longer (sent, or claimed by another process), and the token tells ours apart afterwards.
@@ -110,13 +111,13 @@ def claim(award_ids: Sequence[int], hold: timedelta) -> list[Award]:
     now = timezone.now()
     token = uuid.uuid4()
     claimed = (
-        Award.objects.due(now)
+        model.objects.due(now)  # type: ignore[attr-defined]  # both managers have due()
         .filter(pk__in=award_ids)
         .update(status=Status.SENDING, claimed_until=now + hold, claim=token)
     )
     if not claimed:
         return []
-    return list(Award.objects.filter(pk__in=award_ids, claim=token).order_by("pk"))
+    return list(model._default_manager.filter(pk__in=award_ids, claim=token).order_by("pk"))
 
 
 def build(award: Award) -> dict[str, Any]:
@@ -176,7 +177,7 @@ def deliver(award_id: int, trigger: str) -> Award | None:
     conf = get_settings()
     if not ready(conf):
         return None
-    claimed = claim([award_id], lease(conf))
+    claimed: list[Award] = claim([award_id], lease(conf))
     if not claimed:
         return None
     award = claimed[0]
@@ -234,20 +235,28 @@ def refuse_invalid(award: Award, reason: str) -> None:
     announce(award)
 
 
-def release(awards: Sequence[Award], conf: ZinreloSettings, *, retry: bool = True) -> None:
+def release(
+    awards: Sequence[Outbox],
+    conf: ZinreloSettings,
+    *,
+    retry: bool = True,
+    model: type[Outbox] = Award,
+) -> None:
     """Give claims back unused: after our own failure (``retry``: after a backoff, as a failed
     attempt would be), or when a claim ran too short to make the call (due again now)."""
     if not awards:
         return
     delay = backoff(min(award.attempts for award in awards) + 1, conf) if retry else 0.0
     try:
-        Award.objects.filter(
+        model._default_manager.filter(
             pk__in=[award.pk for award in awards],
             status=Status.SENDING,
             claim__in={award.claim for award in awards},
         ).update(
             status=Case(
-                When(attempts=0, then=Value(Status.PENDING)), default=Value(Status.RETRYING)
+                *([When(check_first=True, then=Value("checking"))] if model is not Award else []),
+                When(attempts=0, then=Value(Status.PENDING)),
+                default=Value(Status.RETRYING),
             ),
             claimed_until=None,
             claim=None,
@@ -392,24 +401,26 @@ STATE: Final = (
     "order_id",
     "updated_at",
 )
+OPERATION_STATE: Final = (*(name for name in STATE if name != "order_id"), "call", "check_first")
 
 
-def finish(changes: Sequence[tuple[Award, dict[str, Any]]]) -> None:
+def finish(changes: Sequence[tuple[Outbox, dict[str, Any]]], model: type[Outbox] = Award) -> None:
     """Store the new states only where our claim still holds; an expired claim belongs to
     another process now, and what it stores wins."""
     now = timezone.now()
+    names = STATE if model is Award else OPERATION_STATE
     rows = []
-    for award, fields in changes:
-        token = award.claim
+    for row, fields in changes:
+        token = row.claim
         for name, value in {
             **fields,
             "claimed_until": None,
             "claim": None,
             "updated_at": now,
         }.items():
-            setattr(award, name, value)
-        rows.append([*(getattr(award, name) for name in STATE), award.pk, token])
-    stored = update_each(STATE, ("id", "claim"), rows)
+            setattr(row, name, value)
+        rows.append([*(getattr(row, name) for name in names), row.pk, token])
+    stored = update_each(names, ("id", "claim"), rows, model=model)
     if 0 <= stored < len(rows):
         logger.warning(
             "Zinrelo: the claim on %s of award(s) %s expired before the answer was stored; "

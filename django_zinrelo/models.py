@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection, models
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from django_zinrelo.client import Outcome
@@ -26,6 +26,7 @@ class Status(models.TextChoices):
     INVALID = "invalid", "Invalid order"
     REFUSED = "refused", "Refused by Zinrelo"
     FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled before sending"
 
 
 DONE = frozenset({Status.AWARDED, Status.ALREADY_AWARDED})
@@ -38,25 +39,27 @@ class Trigger(models.TextChoices):
     RETRY = "retry", "Retry"
     ADMIN = "admin", "Admin"
     COMMAND = "command", "zinrelo_sync"
+    REFUND = "refund", "Refund recorded"
 
 
-class AwardQuerySet(QuerySet["Award"]):
-    def due(self, now: datetime | None = None) -> AwardQuerySet:
-        """Awards to send now: waiting ones whose time has come, and claims abandoned by a crash."""
-        now = now or timezone.now()
-        return self.filter(
-            Q(status__in=WAITING, next_attempt_at__lte=now)
-            | Q(status=Status.SENDING, claimed_until__lt=now)
-        )
+class Call(models.TextChoices):
+    """Which call to Zinrelo an attempt was: the attempt log holds every call, whatever its job."""
+
+    AWARD = "award", "Award"
+    REJECT = "reject", "Reject"
+    APPROVE = "approve", "Approve"
+    RETURN = "return", "Return"
+    LOOKUP = "lookup", "Look-up"
 
 
-class Award(models.Model):
-    order_model = models.CharField(max_length=100, help_text="The shop's order model label.")
-    order_pk = models.CharField("order primary key", max_length=64)
-    activity_id = models.CharField(max_length=64)
-    order_id = models.CharField("order id", max_length=128, blank=True)
-    member_id = models.CharField("member", max_length=254, blank=True)
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+class Outbox(models.Model):
+    """What every row sent to Zinrelo keeps: its schedule, its claim, and Zinrelo's last answer.
+
+    Awards and the operations that follow them (cancellations, refunds, approvals) share it, so one
+    claim, one record and one retry policy serve every call the app makes.
+    """
+
+    status = models.CharField(max_length=20, default="pending")  # each model gives its choices
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)
     claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
@@ -70,6 +73,28 @@ class Award(models.Model):
     last_reason = models.TextField("last reason", blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class AwardQuerySet(QuerySet["Award"]):
+    def due(self, now: datetime | None = None) -> AwardQuerySet:
+        """Awards to send now: waiting ones whose time has come, and claims abandoned by a crash."""
+        now = now or timezone.now()
+        return self.filter(
+            Q(status__in=WAITING, next_attempt_at__lte=now)
+            | Q(status=Status.SENDING, claimed_until__lt=now)
+        )
+
+
+class Award(Outbox):
+    order_model = models.CharField(max_length=100, help_text="The shop's order model label.")
+    order_pk = models.CharField("order primary key", max_length=64)
+    activity_id = models.CharField(max_length=64)
+    order_id = models.CharField("order id", max_length=128, blank=True)
+    member_id = models.CharField("member", max_length=254, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
 
     objects = AwardQuerySet.as_manager()
 
@@ -100,8 +125,111 @@ class Award(models.Model):
         return self.status in DONE
 
 
+class Action(models.TextChoices):
+    """What the shop asked for; the call that does it is chosen when it is sent."""
+
+    TAKE_BACK = "take_back", "Take back all points"
+    RETURN = "return", "Partial return"
+    APPROVE = "approve", "Approve pending points"
+
+
+class OperationStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
+    RETRYING = "retrying", "Retrying"
+    CHECKING = "checking", "Answer lost: checking at Zinrelo"
+    DONE = "done", "Done"
+    INVALID = "invalid", "Invalid"
+    REFUSED = "refused", "Refused by Zinrelo"
+    FAILED = "failed", "Failed"
+
+
+OPERATION_FINAL_FAILURES = frozenset(
+    {OperationStatus.INVALID, OperationStatus.REFUSED, OperationStatus.FAILED}
+)
+OPERATION_WAITING = frozenset(
+    {OperationStatus.PENDING, OperationStatus.RETRYING, OperationStatus.CHECKING}
+)
+UNSETTLED = OPERATION_WAITING | {OperationStatus.SENDING}
+
+
+class OperationQuerySet(QuerySet["Operation"]):
+    def due(self, now: datetime | None = None) -> OperationQuerySet:
+        """Operations to send now, each after every earlier one of its order has settled.
+
+        One at a time per order keeps "what is left" exact: a refund is checked against what the
+        refunds before it took. Taking everything back may go as soon as its award is not in
+        flight (it stops an award that has not left); the others wait until Zinrelo holds the
+        award, or settle at once when it was cancelled before sending.
+        """
+        now = now or timezone.now()
+        earlier = Operation.objects.filter(
+            award=OuterRef("award"), pk__lt=OuterRef("pk"), status__in=UNSETTLED
+        )
+        return self.filter(
+            Q(status__in=OPERATION_WAITING, next_attempt_at__lte=now)
+            | Q(status=OperationStatus.SENDING, claimed_until__lt=now),
+            Q(award__status__in=DONE | {Status.CANCELLED})
+            | Q(action=Action.TAKE_BACK, award__status__in=WAITING | FINAL_FAILURES),
+            ~Exists(earlier),
+        )
+
+
+class Operation(Outbox):
+    """A cancellation, refund or approval that follows an award, recorded in the shop's own
+    transaction and keyed so that recording it twice keeps one row (``key``)."""
+
+    award = models.ForeignKey(
+        Award, on_delete=models.CASCADE, related_name="operations", null=True, blank=True
+    )
+    order_model = models.CharField(max_length=100)
+    order_pk = models.CharField("order primary key", max_length=64)
+    action = models.CharField(max_length=16, choices=Action.choices)
+    key = models.CharField(
+        max_length=255, help_text="Unique per order: the refund id (and product), or the action."
+    )
+    refund_id = models.CharField("refund id", max_length=128, blank=True)
+    product_id = models.CharField("product id", max_length=128, blank=True)
+    quantity = models.DecimalField(max_digits=27, decimal_places=12, null=True, blank=True)
+    amount = models.DecimalField(max_digits=27, decimal_places=12, null=True, blank=True)
+    status = models.CharField(
+        max_length=20, choices=OperationStatus.choices, default=OperationStatus.PENDING
+    )
+    call = models.CharField(
+        "call made", max_length=16, choices=Call.choices, blank=True, help_text="Blank: no call."
+    )
+    check_first = models.BooleanField(
+        default=False,
+        editable=False,
+        help_text="A call's answer was lost: it is looked up before any new call.",
+    )
+
+    objects = OperationQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "Zinrelo operation"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["order_model", "order_pk", "key"], name="zinrelo_operation_once"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="zinrelo_operation_due"),
+            models.Index(fields=["refund_id"], name="zinrelo_operation_refund"),
+            models.Index(fields=["-created_at"], name="zinrelo_operation_created"),
+        ]
+
+    def __str__(self) -> str:
+        what = f"refund {self.refund_id}" if self.refund_id else self.get_action_display()
+        return f"{what} of order {self.order_pk} ({self.status})"
+
+
 class AwardAttempt(models.Model):
     award = models.ForeignKey(Award, on_delete=models.CASCADE, related_name="attempts_log")
+    operation = models.ForeignKey(
+        Operation, on_delete=models.CASCADE, related_name="attempts_log", null=True, blank=True
+    )
+    kind = models.CharField("call", max_length=16, choices=Call.choices, default=Call.AWARD)
     created_at = models.DateTimeField(default=timezone.now)
     trigger = models.CharField(max_length=16, choices=Trigger.choices)
     outcome = models.CharField(max_length=16, choices=[(o.value, o.name.title()) for o in Outcome])
@@ -133,6 +261,7 @@ def update_each(
     rows: Iterable[Sequence[Any]],
     condition: str = "",
     params: Sequence[Any] = (),
+    model: type[Outbox] = Award,
 ) -> int:
     """One parameterised ``UPDATE`` of awards run for many rows (``executemany``); returns the
     rows changed, or -1 where the driver cannot tell.
@@ -142,7 +271,7 @@ def update_each(
     The ORM's ways, an ``update()`` per row or ``bulk_update``'s ``CASE`` of one branch per row,
     spend more time compiling than a chunk's calls to Zinrelo take.
     """
-    meta = Award._meta
+    meta = model._meta
     quote = connection.ops.quote_name
     names = [*fields, *keys]
     prepared = {name: meta.get_field(name) for name in names}

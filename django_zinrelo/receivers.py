@@ -15,11 +15,14 @@ from django.db import connections, transaction
 from django.db.models import Field, Model
 from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
+from django.utils.module_loading import import_string
 
+from django_zinrelo.adapters import RefundAdapter
 from django_zinrelo.conf import get_settings
 from django_zinrelo.delivery import deliver_order, get_adapter
 from django_zinrelo.dispatch import submit
 from django_zinrelo.models import Award
+from django_zinrelo.operations import record_approval, record_cancellation, record_refund
 
 logger = logging.getLogger("django_zinrelo")
 
@@ -62,7 +65,12 @@ def order_saved(
     if not conf.enabled:
         return
     try:
-        if not get_adapter(conf).qualifies(instance):
+        adapter = get_adapter(conf)
+        if adapter.cancelled(instance):
+            record_cancellation(instance, using)
+            return
+        approves = adapter.approves(instance)
+        if not (approves or adapter.qualifies(instance)):
             return
         label = instance._meta.label_lower
         order_pk = str(instance.pk)
@@ -70,9 +78,45 @@ def order_saved(
         transaction.on_commit(
             partial(submit, deliver_order, label, order_pk, conf.activity_id), using=using
         )
+        if approves:
+            record_approval(instance, using)
     except Exception:
         logger.exception(
             "Could not record the Zinrelo award for %s %s; zinrelo_sync --missing will find it",
             sender._meta.label,
             instance.pk,
+        )
+
+
+@lru_cache(maxsize=8)
+def load_refund_adapter(path: Any) -> RefundAdapter:
+    adapter_class = import_string(path) if isinstance(path, str) else path
+    return adapter_class()  # type: ignore[no-any-return]
+
+
+def refund_saved(
+    sender: type[Model], instance: Model, raw: bool = False, using: str = "default", **kwargs: Any
+) -> None:
+    """A save of the shop's refund model: record the refund once it applies."""
+    if raw:
+        return
+    conf = get_settings()
+    if not conf.enabled:
+        return
+    try:
+        adapter = load_refund_adapter(conf.refund_adapter)
+        if not adapter.applies(instance):
+            return
+        amount = adapter.amount(instance)
+        lines = list(adapter.lines(instance))
+        record_refund(
+            adapter.order(instance),
+            adapter.refund_id(instance),
+            amount=None if lines else amount,
+            lines=lines,
+            using=using,
+        )
+    except Exception:
+        logger.exception(
+            "Could not record the Zinrelo refund %s %s", sender._meta.label, instance.pk
         )

@@ -48,13 +48,17 @@ from django_zinrelo.dispatch import submit
 from django_zinrelo.models import (
     DONE,
     FINAL_FAILURES,
+    OPERATION_FINAL_FAILURES,
     WAITING,
     Award,
     AwardQuerySet,
+    Operation,
+    OperationQuerySet,
     Status,
     Trigger,
     update_each,
 )
+from django_zinrelo.operations import reset_operations, send_due_operations
 from django_zinrelo.payloads import InvalidOrder, build_payload
 
 logger = logging.getLogger("django_zinrelo")
@@ -110,6 +114,15 @@ class Selection:
             return awards
         return awards.filter(order_pk__in=self.orders().order_by().values_list(text_pk()))
 
+    def operations(self) -> OperationQuerySet:
+        """The cancellations, refunds and approvals of the selected orders."""
+        if self.everything:
+            return Operation.objects.all()
+        return Operation.objects.filter(
+            order_model=order_model()._meta.label_lower,
+            order_pk__in=self.orders().order_by().values_list(text_pk()),
+        )
+
     def to_send(self) -> AwardQuerySet:
         """The awards a run sends when due: with nothing selected, every award, including those
         recorded under an order model or activity configured before."""
@@ -147,6 +160,11 @@ def failed_awards(selection: Selection) -> AwardQuerySet:
         status__in=FINAL_FAILURES,
         order_pk__in=selection.qualifying().order_by().values_list(text_pk()),
     )
+
+
+def failed_operations(selection: Selection) -> OperationQuerySet:
+    """Operations of selected orders that ended undone and can be sent again."""
+    return selection.operations().filter(status__in=OPERATION_FINAL_FAILURES, award__isnull=False)
 
 
 def pages(pks: QuerySet[Any], size: int = CHUNK) -> Iterator[list[Any]]:
@@ -218,6 +236,10 @@ def prepare(
     if resend:
         failed = failed_awards(selection)
         counts["resent"] = failed.count() if dry_run else reset(failed)
+        operations = failed_operations(selection)
+        counts["operations_resent"] = (
+            operations.count() if dry_run else len(reset_operations(operations))
+        )
     if record:
         counts["recorded"] = (
             missing_orders(selection).count() if dry_run else record_missing(selection)
@@ -545,8 +567,11 @@ def prepared(
 
 
 def deliver_due(*, concurrency: int = 1) -> Counter[str]:
-    """Send every due award until none is left due; returns how many ended in each status."""
-    return send_due(EVERYTHING.to_send(), concurrency=concurrency).counts
+    """Send every due award, then every due cancellation, refund and approval, until none is
+    left due; returns how many awards ended in each status."""
+    counts = send_due(EVERYTHING.to_send(), concurrency=concurrency).counts
+    send_due_operations(EVERYTHING.operations(), Trigger.COMMAND)
+    return counts
 
 
 # The admin's path: after commit, by the configured backend

@@ -3,6 +3,8 @@ from django_zinrelo.adapters import OrderAdapter, Product
 
 class ShopAdapter(OrderAdapter):
     qualifying_statuses = ("paid", "completed")
+    cancelled_statuses = ("cancelled",)
+    approving_statuses = ("shipped",)
 
     def order_id(self, order):
         return order.number

@@ -18,7 +18,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from django_zinrelo.client import POOL_SIZE
-from django_zinrelo.models import Status
+from django_zinrelo.models import Status, Trigger
+from django_zinrelo.operations import send_due_operations
 from django_zinrelo.sync import Selection, order_model, prepare, preview, send_due
 
 PROGRESS_WIDTH = 30
@@ -195,6 +196,11 @@ class Command(BaseCommand):
             self.stdout.write(f"Recorded {counts['recorded']} missing award(s).")
         if failed:
             self.stdout.write(f"Re-sending {counts['resent']} failed award(s).")
+            if counts["operations_resent"]:
+                self.stdout.write(
+                    f"Re-sending {counts['operations_resent']} failed cancellation(s), "
+                    "refund(s) or approval(s)."
+                )
         awards = selection.to_send()
         progress = Progress(awards.due().count(), self.stderr)
         result = send_due(awards, concurrency=concurrency, rate=rate, progress=progress)
@@ -204,6 +210,10 @@ class Command(BaseCommand):
         else:
             skipped = selection.orders().count() - len(result.statuses)
         self.stdout.write(summary(result.counts, skipped, time.monotonic() - started))
+        operations = send_due_operations(selection.operations(), Trigger.COMMAND)
+        if operations:
+            done = ", ".join(f"{count} {status}" for status, count in sorted(operations.items()))
+            self.stdout.write(f"Cancellations, refunds and approvals: {done}.")
 
     def checked(self, keys: tuple[str, ...]) -> tuple[str, ...]:
         """The keys as the order model's primary key reads them, or a usage error."""

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.utils.module_loading import import_string
 
-from django_zinrelo.adapters import OrderAdapter
+from django_zinrelo.adapters import OrderAdapter, RefundAdapter
 from django_zinrelo.conf import (
     DEFAULTS,
     DELIVERY_CHOICES,
@@ -48,6 +48,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         )
     messages += check_order_model(conf)
     messages += check_adapter(conf)
+    messages += check_refunds(conf)
     messages += check_api_url(conf)
     messages += check_values(conf)
     return messages
@@ -71,23 +72,57 @@ def check_order_model(conf: ZinreloSettings) -> list[CheckMessage]:
 
 
 def check_adapter(conf: ZinreloSettings) -> list[CheckMessage]:
-    path = conf.order_adapter
+    return check_class(
+        "ORDER_ADAPTER",
+        conf.order_adapter,
+        OrderAdapter,
+        "django_zinrelo.E003",
+        "django_zinrelo.E004",
+    )
+
+
+def check_refunds(conf: ZinreloSettings) -> list[CheckMessage]:
+    """The refund model is optional; when set, it and its adapter must load."""
+    if conf.refund_model is None:
+        return []
+    try:
+        apps.get_model(conf.refund_model)
+    except (LookupError, ValueError):
+        return [
+            Error(
+                f"ZINRELO['REFUND_MODEL'] = {conf.refund_model!r} is not an installed model.",
+                hint="Give your refund model as 'app_label.ModelName', or remove the setting.",
+                id="django_zinrelo.E008",
+            )
+        ]
+    return check_class(
+        "REFUND_ADAPTER",
+        conf.refund_adapter,
+        RefundAdapter,
+        "django_zinrelo.E009",
+        "django_zinrelo.E009",
+    )
+
+
+def check_class(
+    name: str, path: Any, base: type, import_id: str, subclass_id: str
+) -> list[CheckMessage]:
     try:
         adapter = import_string(path) if isinstance(path, str) else path
     except ImportError as error:
         return [
             Error(
-                f"ZINRELO['ORDER_ADAPTER'] = {path!r} does not import: {error}",
-                hint="Give the dotted path of your OrderAdapter subclass.",
-                id="django_zinrelo.E003",
+                f"ZINRELO[{name!r}] = {path!r} does not import: {error}",
+                hint=f"Give the dotted path of your {base.__name__} subclass.",
+                id=import_id,
             )
         ]
-    if not (isinstance(adapter, type) and issubclass(adapter, OrderAdapter)):
+    if not (isinstance(adapter, type) and issubclass(adapter, base)):
         return [
             Error(
-                f"ZINRELO['ORDER_ADAPTER'] = {path!r} is not a subclass of "
-                "django_zinrelo.adapters.OrderAdapter.",
-                id="django_zinrelo.E004",
+                f"ZINRELO[{name!r}] = {path!r} is not a subclass of "
+                f"{base.__module__}.{base.__name__}.",
+                id=subclass_id,
             )
         ]
     return []

@@ -26,6 +26,7 @@ except ImportError:  # Django 5.2: the django-tasks backport, pip install "djang
 from django_zinrelo.delivery import deliver, deliver_order
 from django_zinrelo.dispatch import run
 from django_zinrelo.models import Award, Status, Trigger
+from django_zinrelo.operations import deliver_for_order
 
 logger = logging.getLogger("django_zinrelo")
 
@@ -42,9 +43,17 @@ def deliver_order_award(order_model: str, order_pk: str, activity_id: str) -> st
     return follow_up(run(deliver_order, order_model, order_pk, activity_id))
 
 
+@task
+def deliver_order_operations(order_model: str, order_pk: str, trigger: str) -> dict[str, int]:
+    """Send an order's cancellations, refunds and approvals once recorded; their retries are
+    left to ``zinrelo_sync``."""
+    return dict(run(deliver_for_order, order_model, order_pk, trigger) or {})
+
+
 TASKS: dict[Callable[..., Any], Task[Any, Any]] = {
     deliver: deliver_award,
     deliver_order: deliver_order_award,
+    deliver_for_order: deliver_order_operations,
 }
 
 

@@ -51,6 +51,8 @@ ZINRELO = {
     "API_URL": "https://api.zinrelo.test/v2/loyalty/",
     "ORDER_MODEL": "shop.Order",
     "ORDER_ADAPTER": "tests.shop.zinrelo.ShopAdapter",
+    "REFUND_MODEL": "shop.Refund",
+    "REFUND_ADAPTER": "tests.shop.zinrelo.ShopRefundAdapter",
     "DELIVERY": "immediate",
     "BACKOFF_BASE": 30,
 }

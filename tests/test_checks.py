@@ -85,3 +85,19 @@ def test_manage_py_check_shows_the_errors(monkeypatch):
         pytest.raises(SystemCheckError, match=r"django_zinrelo\.E002"),
     ):
         call_command("check")
+
+
+@pytest.mark.parametrize("model", ["shop.Nope", "nodots"])
+def test_unknown_refund_model(model):
+    assert ids(REFUND_MODEL=model) == ["django_zinrelo.E008"]
+
+
+def test_refund_model_is_optional():
+    assert ids(REFUND_MODEL=None) == []
+
+
+@pytest.mark.parametrize(
+    "adapter", ["tests.shop.zinrelo.Missing", "tests.shop.zinrelo.ShopAdapter"]
+)
+def test_refund_adapter_that_is_not_a_refund_adapter(adapter):
+    assert ids(REFUND_ADAPTER=adapter) == ["django_zinrelo.E009"]

@@ -25,6 +25,8 @@ from django_zinrelo.operations import ledger
 from django_zinrelo.signals import operation_failed
 from django_zinrelo.sync import deliver_due
 from tests.conftest import AWARD_URL, make_order
+from tests.shop.models import Refund, RefundedLine
+from tests.test_tasks import DUMMY, run, tasks_delivery
 
 pytestmark = pytest.mark.django_db
 
@@ -418,3 +420,61 @@ def test_approving_points_already_approved_sends_nothing(
         order.save()
     assert Operation.objects.get().status == OperationStatus.DONE
     assert [call.request.url for call in zinrelo.calls] == [AWARD_URL]
+
+
+def test_a_refund_model_saved_into_its_applying_status_records_the_refund_once(
+    place, zinrelo, django_capture_on_commit_callbacks
+):
+    order = place()
+    zinrelo.post(RETURN_URL, json=deduct_answer(12))
+    refund = Refund.objects.create(order=order, number="RF-7")  # requested: not yet
+    RefundedLine.objects.create(refund=refund, sku="SKU-1", quantity=1)
+    assert not Operation.objects.exists()
+    for _ in range(2):  # completed, then saved again by an unrelated edit
+        with django_capture_on_commit_callbacks(execute=True):
+            refund.status = "completed"
+            refund.save()
+
+    operation = Operation.objects.get()
+    assert (operation.refund_id, operation.product_id, operation.status) == (
+        "RF-7",
+        "SKU-1",
+        OperationStatus.DONE,
+    )
+    assert len(sent_bodies(zinrelo, RETURN_URL)) == 1
+
+
+def test_a_refund_model_without_lines_or_amount_takes_back_the_whole_order(
+    place, zinrelo, django_capture_on_commit_callbacks
+):
+    order = place()
+    zinrelo.post(RETURN_URL, json=deduct_answer(25))
+    with django_capture_on_commit_callbacks(execute=True):
+        Refund.objects.create(order=order, number="RF-8", status="completed")
+    operation = Operation.objects.get()
+    assert (operation.action, operation.status) == (Action.TAKE_BACK, OperationStatus.DONE)
+    assert sent_bodies(zinrelo, RETURN_URL)[0]["transaction_attributes"]["tags"] == ["refund:RF-8"]
+
+
+def test_operations_go_through_the_task_queue_when_delivery_uses_tasks(
+    place, zinrelo, django_capture_on_commit_callbacks
+):
+    order = place()
+    zinrelo.post(RETURN_URL, json=deduct_answer(25))
+    with tasks_delivery(DUMMY) as backend:
+        committed(django_capture_on_commit_callbacks, lambda: record_refund(order, "R-1"))
+        (enqueued,) = backend.results
+        assert enqueued.task.name == "deliver_order_operations"
+        assert Operation.objects.get().status == OperationStatus.PENDING
+        assert run(enqueued) == {"done": 1}
+        assert run(enqueued) == {}, "a task that runs twice finds nothing due"
+    assert len(sent_bodies(zinrelo, RETURN_URL)) == 1
+
+
+def test_a_failing_receiver_or_bad_refund_id_never_breaks_the_shops_transaction(place):
+    order = place()
+    with transaction.atomic():
+        [row] = record_refund(order, "")
+        order.save()
+    assert row.status == OperationStatus.INVALID
+    assert "refund id is missing" in row.last_reason

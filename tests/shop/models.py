@@ -21,3 +21,18 @@ class OrderLine(models.Model):
     quantity = models.IntegerField(default=1)
     unit_price = models.DecimalField(max_digits=12, decimal_places=3, null=True)
     category = models.CharField(max_length=100, blank=True)
+
+
+class Refund(models.Model):
+    """A refund as a shop records it: by amount, by lines, or (neither) the whole order."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="refunds")
+    number = models.CharField(max_length=32, unique=True)
+    amount = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    status = models.CharField(max_length=16, default="requested")
+
+
+class RefundedLine(models.Model):
+    refund = models.ForeignKey(Refund, on_delete=models.CASCADE, related_name="lines")
+    sku = models.CharField(max_length=64)
+    quantity = models.IntegerField()

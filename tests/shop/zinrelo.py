@@ -1,4 +1,4 @@
-from django_zinrelo.adapters import OrderAdapter, Product
+from django_zinrelo.adapters import OrderAdapter, Product, RefundAdapter, RefundLine
 
 
 class ShopAdapter(OrderAdapter):
@@ -27,3 +27,13 @@ class ShopAdapter(OrderAdapter):
                 title=line.title,
                 category=line.category or None,
             )
+
+
+class ShopRefundAdapter(RefundAdapter):
+    applying_statuses = ("completed",)
+
+    def refund_id(self, refund):
+        return refund.number
+
+    def lines(self, refund):
+        return [RefundLine(line.sku, line.quantity) for line in refund.lines.all()]

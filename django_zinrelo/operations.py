@@ -425,7 +425,11 @@ class Settle:
             self.local(Local(OperationStatus.INVALID, "The order has no Zinrelo award."))
             return
         if award.status not in DONE:
-            self.local(self.before_award(award))
+            outcome = self.before_award(award)
+            if outcome is None:  # the award was claimed meanwhile: try again once it is settled
+                release([operation], self.conf, retry=False, model=Operation)
+            else:
+                self.local(outcome)
             return
         if operation.check_first and not self.absent(award):
             return
@@ -437,16 +441,14 @@ class Settle:
 
     # Deciding
 
-    def before_award(self, award: Award) -> Local:
+    def before_award(self, award: Award) -> Local | None:
         """The award never reached Zinrelo: taking back stops it for good; the rest has nothing
         to do (``due`` brings returns and approvals here only once it is cancelled)."""
         if award.status != Status.CANCELLED:
             stopped = Award.objects.filter(pk=award.pk, status__in=WAITING | FINAL_FAILURES).update(
                 status=Status.CANCELLED, last_reason=STOPPED, claimed_until=None
             )
-            if not stopped:
-                raise RuntimeError(f"Award {award.pk} left while being cancelled")
-            return Local(OperationStatus.DONE, STOPPED)
+            return Local(OperationStatus.DONE, STOPPED) if stopped else None
         return Local(
             OperationStatus.DONE,
             "Nothing to do: the award was cancelled before it was sent, so no points were given.",

@@ -28,7 +28,7 @@ from django_zinrelo.models import (
     Status,
 )
 from django_zinrelo.sync import deliver_due
-from tests.sandboxed import serving, shared_database, shop_process, sync
+from tests.sandboxed import run_shop, serving, shared_database, shop_process, sync
 from tests.shop.models import Order, OrderLine
 from tests.test_guarantees_concurrency import RACING_CRON, race
 
@@ -234,3 +234,56 @@ def test_two_zinrelo_sync_processes_at_once_send_each_operation_once(tmp_path):
     }
     assert AwardAttempt.objects.filter(kind=Call.RETURN).count() == due
     assert connection.vendor == "postgresql"
+
+
+PLACE = """
+from decimal import Decimal
+from tests.shop.models import Order
+Order.objects.create(number="C1", email="c1@example.com", status="paid",
+                     total=Decimal("55.00"), subtotal=Decimal("50.00"))
+"""
+
+# Zinrelo applies the return; the process dies before the answer is stored anywhere.
+REFUND_THEN_CRASH = """
+from decimal import Decimal
+from django.db import transaction
+import django_zinrelo
+from django_zinrelo import operations
+from tests.shop.models import Order
+operations.Settle.attempt = lambda *args, **kwargs: os._exit(17)
+with transaction.atomic():
+    django_zinrelo.record_refund(Order.objects.get(number="C1"), "R-1", amount=Decimal("5.00"))
+sys.exit(0)
+"""
+
+RECOVER = """
+from io import StringIO
+from django.core.management import call_command
+from django.utils import timezone
+from django_zinrelo.models import Operation
+def state():
+    return list(Operation.objects.values_list("status", "check_first", "last_reason"))
+print(json.dumps(state()))
+Operation.objects.update(claimed_until=timezone.now())  # the lease ran out, as time would do
+call_command("zinrelo_sync", stdout=StringIO())
+print(json.dumps(state()))
+"""
+
+
+def test_a_crash_after_zinrelo_applied_a_return_is_found_and_not_sent_again(tmp_path):
+    database = shared_database(tmp_path)
+    with serving() as sandbox:
+        assert run_shop(PLACE, database)[0] == 0
+        assert sandbox.ledger("C1")["awarded"] > 0
+        code, _ = run_shop(REFUND_THEN_CRASH, database)
+        assert code == 17
+        assert len(sandbox.deductions("C1")) == 1, "Zinrelo applied the return"
+        code, output = run_shop(RECOVER, database)
+        assert code == 0
+        assert len(sandbox.deductions("C1")) == 1, "and it was not applied again"
+        assert returns_received(sandbox) == 1
+    crashed, recovered = (json.loads(line) for line in output.splitlines())
+    assert crashed == [["sending", True, ""]]
+    assert recovered == [
+        ["done", False, "Found at Zinrelo after its answer was lost; not sent again."]
+    ]

@@ -478,3 +478,80 @@ def test_a_failing_receiver_or_bad_refund_id_never_breaks_the_shops_transaction(
         order.save()
     assert row.status == OperationStatus.INVALID
     assert "refund id is missing" in row.last_reason
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "ends"),
+    [
+        (200, "RETURN_VALUE_EXCEEDS_AVAILABLE_BALANCE", OperationStatus.REFUSED),
+        (200, "ORDER_NOT_EXIST", OperationStatus.REFUSED),
+        (200, "INVALID_PRODUCT_ID", OperationStatus.REFUSED),
+        (200, "PRODUCT_QUANTITY_EXCEEDED", OperationStatus.REFUSED),
+        (200, "PRODUCT_ID_AND_RETURN_AMOUNT_PASSED", OperationStatus.REFUSED),
+        (200, "INVALID_AMOUNT_TO_DEDUCT", OperationStatus.REFUSED),
+        (200, "TRANSACTION_ATTRIBUTE_NOT_UNIQUE", OperationStatus.DONE),
+        (401, "ERROR_UNAUTHORIZED", OperationStatus.REFUSED),
+        (503, "SERVICE_UNAVAILABLE", OperationStatus.CHECKING),
+        (429, "RATE_LIMIT_EXCEEDED", OperationStatus.CHECKING),
+    ],
+)
+def test_each_answer_to_a_return_ends_in_its_status(
+    place, zinrelo, django_capture_on_commit_callbacks, status, code, ends
+):
+    order = place()
+    zinrelo.post(
+        RETURN_URL, status=status, json={"success": False, "error_code": code, "reason": "r"}
+    )
+    committed(
+        django_capture_on_commit_callbacks,
+        lambda: record_refund(order, "R-1", amount=Decimal("5")),
+    )
+    operation = Operation.objects.get()
+    assert (operation.status, operation.last_error_code) == (ends, code)
+    assert operation.check_first is (ends == OperationStatus.CHECKING)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "ends", "then"),
+    [
+        (404, "TRANSACTION_DOES_NOT_EXIST", OperationStatus.REFUSED, None),
+        (400, "ID_PARAM_NAME_NOT_FOUND", OperationStatus.DONE, Call.RETURN),
+        (503, "SERVICE_UNAVAILABLE", OperationStatus.CHECKING, None),
+    ],
+)
+def test_each_answer_to_a_reject_ends_in_its_status(
+    place, zinrelo, django_capture_on_commit_callbacks, status, code, ends, then
+):
+    order = place(approval=timezone.now() + timedelta(days=30))
+    zinrelo.post(reject_url(), status=status, json={"success": False, "error_code": code})
+    zinrelo.post(RETURN_URL, json=deduct_answer(25))
+    with django_capture_on_commit_callbacks(execute=True):
+        order.status = "cancelled"
+        order.save()
+    if then:  # the return that follows waits for the next zinrelo_sync
+        deliver_due()
+    operation = Operation.objects.get()
+    assert operation.status == ends
+    if then:
+        assert operation.call == then
+
+
+def test_a_look_up_answered_invalid_cursor_waits_and_looks_again(
+    place, zinrelo, django_capture_on_commit_callbacks
+):
+    order = place()
+    zinrelo.post(RETURN_URL, body=requests.ReadTimeout("answer lost"))
+    committed(django_capture_on_commit_callbacks, lambda: record_refund(order, "R-1"))
+    zinrelo.get(
+        LIST_URL,
+        status=400,
+        json={"success": False, "error_code": "INVALID_CURSOR", "reason": "Invalid start cursor"},
+    )
+    Operation.objects.update(next_attempt_at=timezone.now())
+    deliver_due()
+    operation = Operation.objects.get()
+    assert (operation.status, operation.last_error_code) == (
+        OperationStatus.CHECKING,
+        "INVALID_CURSOR",
+    )
+    assert len(sent_bodies(zinrelo, RETURN_URL)) == 1

@@ -46,8 +46,18 @@ def manage(tmp_path, *arguments, **variables):
 def award_log(output):
     """The printed table's rows, by order number."""
     rows = [re.split(r" {2,}", line) for line in output.splitlines() if line.startswith("DEMO-")]
-    header = ["order", "member", "status", "points", "attempts", "calls", "last code", "reason"]
-    return {row[0]: dict(zip(header, row, strict=True)) for row in rows if len(row) == 8}
+    header = [
+        "order",
+        "member",
+        "status",
+        "points",
+        "left",
+        "attempts",
+        "calls",
+        "last code",
+        "reason",
+    ]
+    return {row[0]: dict(zip(header, row, strict=True)) for row in rows if len(row) == 9}
 
 
 def check_log(log):
@@ -73,6 +83,15 @@ def check_log(log):
         "invalid_order",
     )
     assert "no customer identifier" in invalid["reason"]
+    cancelled = log["DEMO-1007"]
+    assert (cancelled["status"], cancelled["left"], cancelled["calls"]) == (
+        "awarded",
+        "0",
+        "200, 200",
+    )
+    refunded = log["DEMO-1008"]
+    assert 0 < int(refunded["left"]) < int(refunded["points"])
+    assert refunded["calls"] == "200, 200"
 
 
 def test_the_demo_prints_every_outcome_and_can_run_again(tmp_path):
@@ -88,7 +107,7 @@ def test_the_demo_prints_every_outcome_and_can_run_again(tmp_path):
     assert again.returncode == 0, again.stderr
     log = award_log(again.stdout)
     check_log(log)
-    assert len(log) == 6  # the demo's orders were replaced, not added to
+    assert len(log) == 8  # the demo's orders were replaced, not added to
     assert "admin (already there" in again.stdout
 
 

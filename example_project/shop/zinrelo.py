@@ -6,6 +6,8 @@ from django_zinrelo.adapters import OrderAdapter, Product
 class ShopAdapter(OrderAdapter):
     # Paid orders earn points (and shipped ones, for orders the save hook missed).
     qualifying_statuses = ("paid", "shipped")
+    # Cancelling an order takes its points back (or stops an award not sent yet).
+    cancelled_statuses = ("cancelled",)
 
     def order_id(self, order):
         return order.number

@@ -2,7 +2,8 @@
 
 It migrates the SQLite database, starts the Zinrelo sandbox in this process, places sample orders
 through their ordinary ``save()``, lets the app deliver them (one refused by Zinrelo, one retried
-after an outage, one that cannot be sent), and prints the award log.
+after an outage, one that cannot be sent), cancels one and refunds part of another, and prints the
+award log with the points each order keeps.
 
 The demo owns the orders numbered ``DEMO-…``: each run deletes them and their awards and places
 them again, so every run starts from the same state and the sandbox (which forgets everything when
@@ -24,7 +25,10 @@ from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from django_zinrelo.models import Award
+import django_zinrelo
+from django_zinrelo.adapters import RefundLine
+from django_zinrelo.models import DONE, Award
+from django_zinrelo.operations import ledger
 from django_zinrelo.sandbox import ZinreloSandbox
 from django_zinrelo.sync import deliver_due
 from shop.models import Customer, Order, Product
@@ -54,8 +58,22 @@ ORDERS = [
     ("1004", "blocked", [("TEE", 1)], "", "refused by Zinrelo: the member is blocked"),
     ("1005", "ana", [("BEANS", 2)], "", "Zinrelo is down (HTTP 503): will be retried"),
     ("1006", "phone", [("MUG", 1)], "", "invalid: no email to award, so no call"),
+    ("1007", "jane", [("TEE", 1)], "", "awarded, then cancelled: its points are taken back"),
+    ("1008", "omar", [("MUG", 2), ("BEANS", 1)], "", "awarded, then one mug is refunded"),
 ]
-COLUMNS = ["order", "member", "status", "points", "attempts", "calls", "last code", "reason"]
+CANCELLED = "1007"
+REFUNDED = ("1008", "MUG", 1)
+COLUMNS = [
+    "order",
+    "member",
+    "status",
+    "points",
+    "left",
+    "attempts",
+    "calls",
+    "last code",
+    "reason",
+]
 
 
 class Command(BaseCommand):
@@ -99,6 +117,7 @@ class Command(BaseCommand):
             with override_settings(ZINRELO=live):
                 self.place_orders(outage)
                 self.retry_when_due()
+                self.cancel_and_refund()
         self.print_log()
 
     def make_superuser(self):
@@ -144,6 +163,22 @@ class Command(BaseCommand):
                 order.lines.create(product=product, quantity=quantity, unit_price=product.price)
         return order
 
+    def cancel_and_refund(self):
+        self.say("\nAfter the sale: the shop cancels one order and refunds a mug of another, each")
+        self.say("in its own transaction; the app sends them to Zinrelo after commit.")
+        with transaction.atomic():
+            order = Order.objects.get(number=PREFIX + CANCELLED)
+            order.status = Order.Status.CANCELLED
+            order.save()
+        self.say(f"  {order.number}  cancelled: all its points are returned")
+        number, sku, quantity = REFUNDED
+        with transaction.atomic():
+            order = Order.objects.get(number=PREFIX + number)
+            django_zinrelo.record_refund(
+                order, f"{PREFIX}R-{number}", lines=[RefundLine(sku, quantity)]
+            )
+        self.say(f"  {order.number}  refund of {quantity} {sku}: that line's share is returned")
+
     def demo_awards(self):
         numbers = dict(Order.objects.filter(number__startswith=PREFIX).values_list("pk", "number"))
         awards = Award.objects.filter(
@@ -171,6 +206,7 @@ class Command(BaseCommand):
                 award.member_id or "-",
                 award.status,
                 "-" if award.points is None else str(award.points),
+                points_left(award),
                 str(award.attempts),
                 ", ".join(
                     str(call.status_code or call.error_code)
@@ -184,7 +220,7 @@ class Command(BaseCommand):
         ]
         rows.sort()
         widths = [max(len(row[i]) for row in [COLUMNS, *rows]) for i in range(len(COLUMNS))]
-        numeric = {"points", "attempts"}
+        numeric = {"points", "left", "attempts"}
 
         def line(cells):
             return "  ".join(
@@ -210,6 +246,14 @@ class Command(BaseCommand):
             "orders,\nre-syncs), keep one running in another terminal:\n\n"
             f"  {python} {manage} zinrelo_sandbox"
         )
+
+
+def points_left(award):
+    """What the member keeps for the order, after cancellations and refunds."""
+    if award.status not in DONE:
+        return "-"
+    left = ledger(award).left
+    return "-" if left is None else str(left)
 
 
 def shorter(path):

@@ -27,18 +27,21 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
 from django_zinrelo.conf import get_settings
-from django_zinrelo.models import Award, AwardAttempt, Trigger
+from django_zinrelo.models import DONE, Award, AwardAttempt, Operation, Trigger
+from django_zinrelo.operations import ledger, resend_operations
 from django_zinrelo.sync import CHUNK, resend, resync_orders
 
 if TYPE_CHECKING:
+    OperationAdminBase = admin.ModelAdmin[Operation]
+    OperationInlineBase = admin.TabularInline[Operation, Award]
     AwardAdminBase = admin.ModelAdmin[Award]
     AttemptAdminBase = admin.ModelAdmin[AwardAttempt]
     AttemptInlineBase = admin.TabularInline[AwardAttempt, Award]
     OrderAdminBase = admin.ModelAdmin[Any]
     AttemptFormSetBase = BaseInlineFormSet[AwardAttempt, Award, Any]
 else:
-    AwardAdminBase = AttemptAdminBase = OrderAdminBase = admin.ModelAdmin
-    AttemptInlineBase = admin.TabularInline
+    AwardAdminBase = AttemptAdminBase = OrderAdminBase = OperationAdminBase = admin.ModelAdmin
+    AttemptInlineBase = OperationInlineBase = admin.TabularInline
     AttemptFormSetBase = BaseInlineFormSet
 
 PERMISSION: Final = "django_zinrelo.resync_award"
@@ -133,6 +136,7 @@ class AttemptInline(ReadOnly, AttemptInlineBase):
     verbose_name_plural = f"latest attempts (newest first, up to {ATTEMPTS_SHOWN})"
     fields = (
         "created_at",
+        "kind",
         "trigger",
         "outcome",
         "status_code",
@@ -141,6 +145,29 @@ class AttemptInline(ReadOnly, AttemptInlineBase):
         "duration_ms",
     )
     ordering = ("-created_at", "-pk")
+    extra = 0
+    show_change_link = True
+
+
+class OperationInline(ReadOnly, OperationInlineBase):
+    model = Operation
+    fk_name = "award"
+    verbose_name_plural = "cancellations, refunds and approvals (oldest first)"
+    fields = (
+        "created_at",
+        "action",
+        "refund_id",
+        "product_id",
+        "quantity",
+        "amount",
+        "status",
+        "call",
+        "points",
+        "last_error_code",
+        "last_reason",
+    )
+    readonly_fields = fields
+    ordering = ("pk",)
     extra = 0
     show_change_link = True
 
@@ -170,9 +197,10 @@ class AwardAdmin(ReadOnly, AwardAdminBase):
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     actions = ("resend_to_zinrelo",)
-    inlines = (AttemptInline,)
+    inlines = (OperationInline, AttemptInline)
     fieldsets = (
         (None, {"fields": ("order_link", "order_id", "member_id", "activity_id")}),
+        ("Ledger", {"fields": ("ledger_shown",)}),
         (
             "Delivery",
             {
@@ -193,6 +221,7 @@ class AwardAdmin(ReadOnly, AwardAdminBase):
     )
     readonly_fields = (
         "order_link",
+        "ledger_shown",
         "all_attempts",
         "payload_shown",
         "claimed_until",
@@ -218,6 +247,23 @@ class AwardAdmin(ReadOnly, AwardAdminBase):
         except NoReverseMatch:
             return text
         return format_html('<a href="{}">{}</a>', url, text)
+
+    @admin.display(description="points")
+    def ledger_shown(self, award: Award) -> str:
+        """The order's points as one ledger: what the award earned and what came back."""
+        if award.status not in DONE:
+            return "No points: the award is not held by Zinrelo."
+        book = ledger(award)
+        if book.awarded is None:
+            return "Zinrelo holds the award; it did not say how many points."
+        return format_html(
+            "awarded {} ({}) · rejected {} · returned {} · <strong>left {}</strong>",
+            book.awarded,
+            "pending" if book.pending and not book.taken_back else "approved",
+            book.rejected,
+            book.returned,
+            book.left,
+        )
 
     @admin.display(description="attempt log")
     def all_attempts(self, award: Award) -> str:
@@ -278,6 +324,7 @@ class AwardAttemptAdmin(ReadOnly, AttemptAdminBase):
     list_display = (
         "created_at",
         "award_link",
+        "kind",
         "trigger",
         "outcome",
         "status_code",
@@ -285,6 +332,7 @@ class AwardAttemptAdmin(ReadOnly, AttemptAdminBase):
         "duration_ms",
     )
     list_filter = (
+        "kind",
         "outcome",
         ("status_code", IndexedValuesFilter),
         ("error_code", IndexedValuesFilter),
@@ -298,6 +346,8 @@ class AwardAttemptAdmin(ReadOnly, AttemptAdminBase):
     show_facets = admin.ShowFacets.NEVER
     fields = (
         "award_link",
+        "operation",
+        "kind",
         "created_at",
         "trigger",
         "outcome",
@@ -309,6 +359,7 @@ class AwardAttemptAdmin(ReadOnly, AttemptAdminBase):
         "response_shown",
     )
     readonly_fields = ("award_link", "request_shown", "response_shown")
+    raw_id_fields = ("operation",)
 
     @admin.display(description="award")
     def award_link(self, attempt: AwardAttempt) -> str:
@@ -327,6 +378,66 @@ class AwardAttemptAdmin(ReadOnly, AttemptAdminBase):
     @admin.display(description="response received")
     def response_shown(self, attempt: AwardAttempt) -> str:
         return pretty(attempt.response_body) if attempt.response_body else "-"
+
+
+@admin.register(Operation)
+class OperationAdmin(ReadOnly, OperationAdminBase):
+    """Cancellations, refunds and approvals: read-only evidence, re-sent only by the action."""
+
+    list_display = (
+        "created_at",
+        "order",
+        "action",
+        "refund_id",
+        "status",
+        "call",
+        "points",
+        "last_error_code",
+    )
+    list_filter = ("status", "action", "call")
+    list_select_related = ("award",)
+    sortable_by = ("created_at",)
+    ordering = ("-created_at", "-pk")
+    search_fields = ("refund_id",)
+    search_help_text = "Exact refund id."
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    actions = ("resend_operations_to_zinrelo",)
+    exclude = ("payload", "claim")
+    readonly_fields = ("sent_shown",)
+
+    @admin.display(description="order")
+    def order(self, operation: Operation) -> str:
+        award = operation.award
+        return (award.order_id if award else "") or operation.order_pk
+
+    @admin.display(description="last body sent")
+    def sent_shown(self, operation: Operation) -> str:
+        return "-" if operation.payload is None else pretty(operation.payload)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Operation], search_term: str
+    ) -> tuple[QuerySet[Operation], bool]:
+        term = search_term.strip()
+        return (queryset.filter(refund_id=term) if term else queryset), False
+
+    def has_resync_permission(self, request: HttpRequest) -> bool:
+        return can_resync(request)
+
+    @admin.action(description="Re-send to Zinrelo", permissions=["resync"])
+    def resend_operations_to_zinrelo(
+        self, request: HttpRequest, queryset: QuerySet[Operation]
+    ) -> None:
+        """Only operations that ended undone go again; one whose call may have arrived is
+        looked up at Zinrelo before anything is sent."""
+        selected = queryset.count()
+        queued = resend_operations(queryset, Trigger.ADMIN)
+        self.message_user(
+            request,
+            f"Queued {queued} failed operation(s) to re-send to Zinrelo; "
+            f"skipped {selected - queued} that had not failed.",
+            messages.SUCCESS if queued else messages.WARNING,
+        )
 
 
 RESYNC_DESCRIPTION: Final = "Re-sync to Zinrelo"

@@ -782,3 +782,17 @@ def reset_operations(operations: QuerySet[Operation]) -> list[int]:
         status=OperationStatus.PENDING, attempts=0, next_attempt_at=timezone.now()
     )
     return ids
+
+
+def resend_operations(operations: QuerySet[Operation], trigger: str) -> int:
+    """Reset final failures among ``operations`` and deliver them after commit."""
+    ids = reset_operations(operations)
+    orders = set(Operation.objects.filter(pk__in=ids).values_list("order_model", "order_pk"))
+
+    def send() -> None:
+        for order_model, order_pk in orders:
+            submit(deliver_for_order, order_model, order_pk, trigger)
+
+    if orders:
+        transaction.on_commit(send)
+    return len(ids)

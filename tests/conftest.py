@@ -5,6 +5,7 @@ import responses
 from django.db import connection
 
 from django_zinrelo import delivery
+from django_zinrelo.models import Award, Status
 from tests.shop.models import Order, OrderLine
 
 AWARD_URL = "https://api.zinrelo.test/v2/loyalty/transactions/award"
@@ -75,3 +76,32 @@ def make_order(number="1001", status="new", email="jane@example.com", lines=1, *
             unit_price=Decimal("12.500"),
         )
     return order
+
+
+@pytest.fixture
+def place(zinrelo, django_capture_on_commit_callbacks):
+    """An order placed and awarded 25 points (a 25.00 subtotal, two lines of 12.50), its points
+    held pending until ``approval`` when one is given."""
+
+    def place_order(number="1001", approval=None, **fields):
+        zinrelo.post(
+            AWARD_URL,
+            json={
+                "success": True,
+                "data": {
+                    "id": "tx-award",
+                    "points": 25,
+                    "points_status": "pending" if approval else "auto_approved",
+                },
+            },
+        )
+        with django_capture_on_commit_callbacks(execute=True):
+            order = make_order(number=number, status="paid", lines=2, **fields)
+        award = Award.objects.get(order_pk=str(order.pk))
+        assert award.status == Status.AWARDED
+        if approval is not None:  # as an adapter's approval_date() would have sent it
+            award.payload["approval_date"] = approval.strftime("%m/%d/%Y %H:%M:%S")
+            award.save()
+        return order
+
+    return place_order

@@ -58,26 +58,6 @@ def deduct_answer(points, status="deducted", tx_id="tx-deduct"):
     }
 
 
-@pytest.fixture
-def place(zinrelo, django_capture_on_commit_callbacks):
-    """An order placed and awarded (25 points on a 25.00 subtotal, two lines of 12.50)."""
-
-    def place_order(number="1001", approval=None, **fields):
-        zinrelo.post(
-            AWARD_URL, json=award_answer(status="pending" if approval else "auto_approved")
-        )
-        with django_capture_on_commit_callbacks(execute=True):
-            order = make_order(number=number, status="paid", lines=2, **fields)
-        award = Award.objects.get(order_pk=str(order.pk))
-        assert award.status == Status.AWARDED
-        if approval is not None:  # as an adapter's approval_date() would have sent it
-            award.payload["approval_date"] = approval.strftime("%m/%d/%Y %H:%M:%S")
-            award.save()
-        return order
-
-    return place_order
-
-
 def committed(callbacks, action):
     with callbacks(execute=True):
         return action()

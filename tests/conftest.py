@@ -100,7 +100,10 @@ def place(zinrelo, django_capture_on_commit_callbacks):
         award = Award.objects.get(order_pk=str(order.pk))
         assert award.status == Status.AWARDED
         if approval is not None:  # as an adapter's approval_date() would have sent it
-            award.payload["approval_date"] = approval.strftime("%m/%d/%Y %H:%M:%S")
+            award.payload = {
+                **(award.payload or {}),
+                "approval_date": approval.strftime("%m/%d/%Y %H:%M:%S"),
+            }
             award.save()
         return order
 

@@ -27,7 +27,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from django_zinrelo.adapters import OrderAdapter
-from django_zinrelo.client import Outcome, Reply, get_client
+from django_zinrelo.client import Outcome, Reply, ZinreloClient, get_client
 from django_zinrelo.conf import ZinreloSettings, get_settings
 from django_zinrelo.models import (
     DONE,
@@ -92,14 +92,18 @@ def ready(conf: ZinreloSettings) -> bool:
     return conf.has_credentials
 
 
-def client_post(conf: ZinreloSettings) -> Callable[[str, str], Reply]:
+def client(conf: ZinreloSettings) -> ZinreloClient:
     try:
         return get_client(
             str(conf.partner_id), str(conf.api_key), conf.connect_timeout, conf.read_timeout
-        ).post
+        )
     except Exception as error:
         forget_locals(error)  # the frames below hold the API key
         raise
+
+
+def client_post(conf: ZinreloSettings) -> Callable[[str, str], Reply]:
+    return client(conf).post
 
 
 def claim(award_ids: Sequence[int], hold: timedelta, model: type[Outbox] = Award) -> list[Any]:

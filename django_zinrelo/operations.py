@@ -31,11 +31,12 @@ from django.db.models import Model, QuerySet
 from django.utils import timezone
 
 from django_zinrelo.adapters import RefundLine
-from django_zinrelo.client import Outcome, Reply, get_client
+from django_zinrelo.client import Outcome, Reply
 from django_zinrelo.conf import ZinreloSettings, get_settings
 from django_zinrelo.delivery import (
     backoff,
     claim,
+    client,
     finish,
     forget_locals,
     lease,
@@ -562,7 +563,7 @@ class Settle:
             if not self.in_time():
                 release([operation], self.conf, retry=False, model=Operation)
                 return False
-            reply = self.client().get(url)
+            reply = client(self.conf).get(url)
             self.attempt(Call.LOOKUP, f"GET {url.split('://', 1)[-1]}", reply)
             if reply.outcome is not Outcome.AWARDED:
                 self.retry(reply, f"Looking up the earlier call failed: {reply.reason}")
@@ -613,16 +614,6 @@ class Settle:
 
     # Calling and recording
 
-    def client(self) -> Any:
-        conf = self.conf
-        try:
-            return get_client(
-                str(conf.partner_id), str(conf.api_key), conf.connect_timeout, conf.read_timeout
-            )
-        except Exception as error:
-            forget_locals(error)  # the frames below hold the API key
-            raise
-
     def in_time(self) -> bool:
         """Whether a call made now ends before the claim does (see ``delivery.call``)."""
         budget = timedelta(seconds=self.conf.connect_timeout + self.conf.read_timeout)
@@ -640,7 +631,7 @@ class Settle:
             check_first=True, call=request.call, payload=sent
         )
         operation.check_first, operation.call, operation.payload = True, request.call, sent
-        reply = self.client().request(request.method, request.url, request.body)
+        reply = client(self.conf).request(request.method, request.url, request.body)
         body = request.body or f"{request.method} {request.url.split('://', 1)[-1]}"
         self.attempt(request.call, body, reply)
         if reply.outcome is Outcome.AWARDED:

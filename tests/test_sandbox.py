@@ -11,6 +11,7 @@ import uuid
 from collections import Counter
 from io import StringIO
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 import requests
@@ -23,6 +24,7 @@ AUTH = {"partner-id": "sandbox-partner", "api-key": "sandbox-key"}
 TIMEOUT = (2, 5)
 INVALID = "INVALID_REQUEST_PARAMETER_VALUES"
 DATE = re.compile(r"\d\d/\d\d/\d{4} \d\d:\d\d:\d\d")
+FUTURE = "12/31/2099 00:00:00"
 
 
 def purchase(order_id="1001", member_id="jane@example.com", **attributes):
@@ -96,13 +98,18 @@ def test_award_answers_zinrelo_success_shape_and_records_it(sandbox):
     data = payload["data"]
     assert set(data) == {
         "id",
+        "transaction_type",
         "member_id",
         "activity_id",
         "order_id",
         "points",
         "points_status",
-        "created_time",
+        "created_date",
+        "approved_date",
+        "transaction_attributes",
     }
+    assert data["transaction_type"] == "award"
+    assert data["transaction_attributes"]["products"] == products
     assert data["points"] == 35  # 15 + 2 * 10.017 = 35.034, floored
     assert data["member_id"] == "jane@example.com"
     assert data["activity_id"] == "made_a_purchase"
@@ -110,8 +117,9 @@ def test_award_answers_zinrelo_success_shape_and_records_it(sandbox):
     assert data["points_status"] == "auto_approved"
     assert isinstance(data["id"], str)
     assert data["id"]
-    assert DATE.fullmatch(data["created_time"])
-    assert sandbox.awards_for("75") == 1
+    assert DATE.fullmatch(data["created_date"])
+    assert data["approved_date"] == data["created_date"]
+    assert sandbox.awards_for("75") == [purchase("75", products=products)]
     recorded = sandbox.awarded["75"]
     assert recorded["id"] == data["id"]
     assert recorded["request"]["transaction_attributes"]["products"] == products
@@ -178,16 +186,14 @@ def test_points_status_pending_only_with_an_approval_date(sandbox, approval_date
     assert award(sandbox, body).json()["data"]["points_status"] == status
 
 
-def test_zero_points_are_an_error_and_not_recorded(sandbox):
+def test_an_order_worth_less_than_a_point_is_awarded_zero_points(sandbox):
+    # Zinrelo publishes no code for it: the sandbox invents none.
     response = award(sandbox, purchase(order_subtotal="0.50", order_total="0.50"))
 
     assert response.status_code == 200
-    assert response.json() == {
-        "success": False,
-        "error_code": "ZERO_POINTS",
-        "reason": "Calculated points are zero.",
-    }
-    assert sandbox.awards_for("1001") == 0
+    assert response.json()["success"] is True
+    assert response.json()["data"]["points"] == 0
+    assert sandbox.order_points("1001") == 0
 
 
 def test_duplicate_order_id_is_refused_and_recorded_once(sandbox):
@@ -201,7 +207,7 @@ def test_duplicate_order_id_is_refused_and_recorded_once(sandbox):
         "error_code": "DUPLICATE_ORDER_ID",
         "reason": "Loyalty Points already awarded for the Order ID.",
     }
-    assert sandbox.awards_for("75") == 1
+    assert sandbox.awards_for("75") == [ANY]
     assert sandbox.awarded["75"]["id"] == first.json()["data"]["id"]
     assert sandbox.awarded["75"]["points"] == 1000
 
@@ -223,7 +229,7 @@ def test_default_refusal_members(sandbox, member_id, error_code):
         "error_code": error_code,
         "reason": reasons[error_code],
     }
-    assert sandbox.awards_for("1001") == 0
+    assert sandbox.awards_for("1001") == []
 
 
 def test_custom_refusals_replace_the_defaults(make_sandbox):
@@ -258,7 +264,7 @@ def test_bad_credentials_get_401(sandbox, headers):
     assert response.json()["success"] is False
     assert response.json()["error_code"] == "ERROR_UNAUTHORIZED"
     assert response.json()["reason"]
-    assert sandbox.awards_for("1001") == 0
+    assert sandbox.awards_for("1001") == []
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
@@ -352,7 +358,7 @@ def test_a_subtotal_of_two_cents_passes_validation(sandbox):
     response = award(sandbox, purchase(order_subtotal="0.02"))
 
     assert response.status_code == 200
-    assert response.json()["error_code"] == "ZERO_POINTS"
+    assert response.json()["data"]["points"] == 0
 
 
 @pytest.mark.parametrize(
@@ -425,7 +431,7 @@ def test_dates_must_be_mm_dd_yyyy_hh_mm_ss(sandbox, field, value):
 def test_member_points_are_the_sum_of_its_awards(sandbox):
     award(sandbox, purchase("1", order_subtotal="10"))
     award(sandbox, purchase("2", order_subtotal="32.50"))
-    award(sandbox, {**purchase("3", order_subtotal="7"), "approval_date": "10/15/2019 16:10:50"})
+    award(sandbox, {**purchase("3", order_subtotal="7"), "approval_date": FUTURE})
     award(sandbox, purchase("4", member_id="other@example.com", order_subtotal="99"))
 
     response = requests.get(
@@ -519,17 +525,19 @@ def test_unknown_id_param(sandbox):
         ("POST", "/v1/loyalty/purchase"),
         ("GET", "/v2/loyalty/nothing"),
         ("DELETE", "/v2/loyalty/members/x"),
-        ("POST", "/v2/loyalty/transactions/75/approve"),
+        ("GET", "/v2/loyalty/transactions/75/approve"),
+        ("POST", "/v2/loyalty/transactions/75/cancel"),
+        ("POST", "/v2/loyalty/transactions"),
         ("GET", "/"),
     ],
 )
-def test_anything_else_is_404(sandbox, method, path):
+def test_anything_else_is_a_plain_404(sandbox, method, path):
     origin = sandbox.url.removesuffix("/v2/loyalty/")
     response = requests.request(method, origin + path, headers=AUTH, json={}, timeout=TIMEOUT)
 
     assert response.status_code == 404
-    assert response.json()["success"] is False
-    assert response.json()["error_code"] == "NOT_FOUND"
+    # HTTP's own "Not Found" (seeds/000's standard codes): Zinrelo's table has no code for it.
+    assert response.json() == {"success": False, "reason": "The resource does not exist."}
 
 
 # Latency and faults
@@ -560,7 +568,7 @@ def test_json_error_faults(make_sandbox, fault, status, error_code):
     assert response.status_code == status
     assert response.json()["success"] is False
     assert response.json()["error_code"] == error_code
-    assert box.awards_for("1001") == 0
+    assert box.awards_for("1001") == []
     assert box.requests[-1].fault == fault
     if fault == "503":
         assert response.json()["reason"] == (
@@ -581,7 +589,7 @@ def test_html_fault_is_a_502_proxy_page(make_sandbox):
     assert response.headers["Content-Type"].startswith("text/html")
     with pytest.raises(ValueError, match="Expecting value"):
         response.json()
-    assert box.awards_for("1001") == 0
+    assert box.awards_for("1001") == []
 
 
 def test_faults_come_before_validation(make_sandbox):
@@ -589,10 +597,17 @@ def test_faults_come_before_validation(make_sandbox):
     assert award(box, {}, headers={}).status_code == 503
 
 
-def test_faults_apply_to_awards_only(make_sandbox):
+def test_faults_spare_reads_and_members(make_sandbox):
     box = make_sandbox(faults={"503": 1.0})
     response = requests.get(box.url + "members/x?idParam=member_id", headers=AUTH, timeout=TIMEOUT)
+    created = requests.post(
+        box.url + "members", json={"member_id": "m"}, headers=AUTH, timeout=TIMEOUT
+    )
+    listed = requests.get(box.url + "transactions", headers=AUTH, timeout=TIMEOUT)
+
     assert response.json()["error_code"] == "INVALID_MEMBER"
+    assert created.json()["success"] is True
+    assert listed.json()["success"] is True
 
 
 def test_reset_fault_resets_the_connection(make_sandbox):
@@ -601,7 +616,7 @@ def test_reset_fault_resets_the_connection(make_sandbox):
         award(box, purchase())
 
     assert "ConnectionResetError" in repr(raised.value)  # an RST, not an orderly close
-    assert box.awards_for("1001") == 0
+    assert box.awards_for("1001") == []
     assert box.requests[-1].status is None
     assert box.requests[-1].fault == "reset"
 
@@ -630,7 +645,7 @@ def test_stop_closes_idle_keep_alive_connections(sandbox):
         sandbox.stop()
         with pytest.raises(requests.ConnectionError):
             award(sandbox, purchase("2"), session=session)
-    assert sandbox.awards_for("2") == 0
+    assert sandbox.awards_for("2") == []
 
 
 def test_slow_accept_records_the_award_the_client_gave_up_on(make_sandbox):
@@ -638,10 +653,10 @@ def test_slow_accept_records_the_award_the_client_gave_up_on(make_sandbox):
     with pytest.raises(requests.ReadTimeout):
         award(box, purchase("75"), timeout=(2, 0.5))
 
-    assert box.awards_for("75") == 1
+    assert box.awards_for("75") == [ANY]
     retry = award(box, purchase("75"))
     assert retry.json()["error_code"] == "DUPLICATE_ORDER_ID"
-    assert box.awards_for("75") == 1
+    assert box.awards_for("75") == [ANY]
 
 
 def fault_sequence(box, count):
@@ -760,7 +775,7 @@ def test_concurrent_posts_of_one_order_award_it_once(sandbox):
         thread.join(timeout=30)
 
     assert codes == {"awarded": 1, "DUPLICATE_ORDER_ID": 319}
-    assert sandbox.awards_for("same") == 1
+    assert sandbox.awards_for("same") == [ANY]
 
 
 def test_keep_alive_session_serves_200_requests(sandbox):
@@ -786,6 +801,7 @@ def test_request_log_keeps_no_credentials(make_sandbox):
         ("POST", "/v2/loyalty/transactions/award", 200, None, None),
         ("GET", "/v2/loyalty/members/jane@example.com", 200, None, None),
     ]
+    assert (log[0].order_id, log[0].member_id, log[0].points) == ("1001", "jane@example.com", 1000)
     assert "key-9c2d-secret" not in repr(log)
 
 

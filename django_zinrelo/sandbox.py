@@ -14,7 +14,7 @@ Calls served below ``/v2/loyalty/``: ``POST transactions/award``, ``POST transac
 ``points_status``, ``created_date`` / ``approved_date`` as JSON operators, paging by ``start_index``
 and ``count``; an unknown member has an empty list), ``GET members/{id}`` (available and pending
 points) and ``POST members``. Faults are drawn for the write calls (award, return, reject, approve,
-reverse) only.
+reverse), and for the transaction lists with ``fault_reads=True``.
 
 The Python API a test uses, thread-safe (each returns a copy taken under a lock):
 ``url``, ``requests`` (the request log), ``awarded`` (order id -> award transaction and its
@@ -42,7 +42,7 @@ import socket
 import socketserver
 import struct
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from email.message import Message
@@ -217,7 +217,10 @@ class ZinreloSandbox:
     generator sit behind the sandbox's. Every inspection returns a copy, so a test reads a
     consistent snapshot while handler threads go on writing. ``clock`` (a callable returning an
     aware UTC datetime) replaces the real time for approval dates; ``on_request`` is called with
-    each :class:`RequestRecord` from the handler's thread, as the management command prints them.
+    each :class:`RequestRecord` from the handler's thread, as the management command prints them;
+    ``unique_attributes`` names the transaction attributes the store made unique (a second award
+    with the same value: ``TRANSACTION_ATTRIBUTE_NOT_UNIQUE``); ``fault_reads`` draws faults for
+    the transaction lists too, as the write calls always do.
     """
 
     def __init__(
@@ -234,6 +237,8 @@ class ZinreloSandbox:
         refusals: Mapping[str, str] | None = None,
         clock: Callable[[], datetime] | None = None,
         on_request: Callable[[RequestRecord], None] | None = None,
+        unique_attributes: Iterable[str] = (),
+        fault_reads: bool = False,
     ) -> None:
         if not _is_loopback(host):
             raise ValueError(
@@ -255,8 +260,11 @@ class ZinreloSandbox:
         self.slow_seconds = slow_seconds
         self.faults: Mapping[str, float] = MappingProxyType(faults)
         self._ledger = ZinreloLedger(
-            refusals=DEFAULT_REFUSALS if refusals is None else refusals, clock=clock
+            refusals=DEFAULT_REFUSALS if refusals is None else refusals,
+            clock=clock,
+            unique_attributes=unique_attributes,
         )
+        self.fault_reads = fault_reads
         self.refusals = self._ledger.refusals
         self.on_request = on_request
         self._fault_table = [(name, faults[name]) for name in FAULTS if faults.get(name)]
@@ -366,7 +374,8 @@ class ZinreloSandbox:
         path = parts.path
         call = route(method, path.removeprefix(API_PREFIX)) if path.startswith(API_PREFIX) else None
         # Drawn before validation: a proxy or an overloaded Zinrelo fails whatever was sent.
-        fault = self._draw_fault() if call is not None and call.writes else None
+        faulty = call is not None and (call.writes or (self.fault_reads and call.lists))
+        fault = self._draw_fault() if faulty else None
         request: dict[str, Any] | None = None
         data: Any = None
         if fault in ("reset", "hang"):

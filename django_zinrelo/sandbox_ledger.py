@@ -38,7 +38,7 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
@@ -291,6 +291,10 @@ class Call:
     writes: bool = False
     has_body: bool = False
 
+    @property
+    def lists(self) -> bool:
+        return self.action in ("transactions", "member_transactions")
+
 
 def route(method: str, path: str) -> Call | None:
     """The operation at ``path`` (still URL-encoded, relative to the API base), or None."""
@@ -401,8 +405,14 @@ class ZinreloLedger:
         *,
         refusals: Mapping[str, str] | None = None,
         clock: Callable[[], datetime] | None = None,
+        unique_attributes: Iterable[str] = (),
     ) -> None:
         self.refusals: Mapping[str, str] = MappingProxyType(dict(refusals or {}))
+        # A store can make transaction attributes unique for an activity: a second award with
+        # the same value is then refused TRANSACTION_ATTRIBUTE_NOT_UNIQUE, before the duplicate
+        # order id check (which is what a re-sent award meets at such a store).
+        self.unique_attributes = tuple(unique_attributes)
+        self._used: set[tuple[str, str]] = set()
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.RLock()
         self._awards: dict[str, _Award] = {}
@@ -427,6 +437,7 @@ class ZinreloLedger:
             self._by_member.clear()
             self._spent.clear()
             self._due.clear()
+            self._used.clear()
 
     # Requests
 
@@ -472,8 +483,16 @@ class ZinreloLedger:
         refusal = self.refusals.get(member_id)
         if refusal is not None:
             raise refused(refusal)
+        unique = {
+            (name, str(attributes[name]))
+            for name in self.unique_attributes
+            if attributes.get(name) not in (None, "")
+        }
+        if unique & self._used:
+            raise refused("TRANSACTION_ATTRIBUTE_NOT_UNIQUE")
         if order_id in self._awards:
             raise refused("DUPLICATE_ORDER_ID")
+        self._used |= unique
         now = self._clock()
         transaction: dict[str, Any] = {
             "id": uuid.uuid4().hex,

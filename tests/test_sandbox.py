@@ -1054,6 +1054,23 @@ def test_spend_only_what_is_available(sandbox):
     assert sandbox.balance("jane@example.com")["available"] == 0
 
 
+def test_a_store_with_a_unique_attribute_refuses_its_second_use(make_sandbox):
+    box = make_sandbox(unique_attributes=["order_id", "invoice"])
+    first = award(box, purchase("75"))
+    again = award(box, purchase("75"))
+    invoice = award(box, purchase("76", invoice="F-1"))
+    same_invoice = award(box, purchase("77", invoice="F-1"))
+
+    assert first.json()["success"] is invoice.json()["success"] is True
+    assert again.json() == refusal(
+        "TRANSACTION_ATTRIBUTE_NOT_UNIQUE",
+        "Unique transaction attribute for given activity is not unique.",
+    )
+    assert same_invoice.json()["error_code"] == "TRANSACTION_ATTRIBUTE_NOT_UNIQUE"
+    assert len(box.awards_for("75")) == 1
+    assert box.awards_for("77") == []
+
+
 # Listing transactions
 
 
@@ -1289,6 +1306,14 @@ def test_other_faults_leave_write_calls_unapplied(make_sandbox, fault, action):
 
     assert box.requests[-1].fault == fault
     assert (box.ledger("pending"), box.ledger("1001")) == before
+
+
+def test_fault_reads_fails_the_transaction_lists_too(make_sandbox):
+    box = make_sandbox(faults={"503": 1.0}, fault_reads=True)
+
+    assert member_list(box).status_code == 503
+    assert get(box, "transactions").status_code == 503
+    assert get(box, "members/x", idParam="member_id").json()["error_code"] == "INVALID_MEMBER"
 
 
 def test_adding_lost_keeps_the_draws_of_the_old_faults(make_sandbox):

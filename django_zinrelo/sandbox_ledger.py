@@ -91,6 +91,7 @@ MIN_SUBTOTAL: Final = Decimal("0.01")
 PRODUCT_FIELDS: Final = ("product_id", "product_quantity", "product_price", "product_title")
 APPROVED: Final = frozenset({"approved", "auto_approved"})
 ACTIONS: Final = ("reject", "approve", "reverse")
+DONE: Final = {"reject": "rejected", "approve": "approved", "reverse": "reversed"}
 DEFAULT_COUNT: Final = 100
 MAX_COUNT: Final = 1000
 
@@ -412,9 +413,15 @@ class ZinreloLedger:
         # the same value is then refused TRANSACTION_ATTRIBUTE_NOT_UNIQUE, before the duplicate
         # order id check (which is what a re-sent award meets at such a store).
         self.unique_attributes = tuple(unique_attributes)
-        self._used: set[tuple[str, str]] = set()
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.RLock()
+        self._empty()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._empty()
+
+    def _empty(self) -> None:
         self._awards: dict[str, _Award] = {}
         self._accepted: dict[str, list[dict[str, Any]]] = {}  # order id -> each accepted body
         self._transactions: list[dict[str, Any]] = []  # every transaction, oldest first
@@ -423,21 +430,9 @@ class ZinreloLedger:
         self._members: dict[str, dict[str, Any]] = {}
         self._by_member: dict[str, list[_Award]] = {}
         self._spent: dict[str, int] = {}
+        self._used: set[tuple[str, str]] = set()  # (name, value) of the unique attributes
         # (approval date, sequence, award): the next award to approve by date on top.
         self._due: list[tuple[datetime, int, _Award]] = []
-
-    def reset(self) -> None:
-        with self._lock:
-            self._awards.clear()
-            self._accepted.clear()
-            self._transactions.clear()
-            self._by_id.clear()
-            self._awards_by_id.clear()
-            self._members.clear()
-            self._by_member.clear()
-            self._spent.clear()
-            self._due.clear()
-            self._used.clear()
 
     # Requests
 
@@ -614,7 +609,7 @@ class ZinreloLedger:
         if award is None:
             if not by_order and target in self._by_id:
                 raise invalid(
-                    f"transaction {target} is not an award, which alone can be {action}ed."
+                    f"transaction {target} is not an award; only an award can be {DONE[action]}."
                 )
             raise refused("TRANSACTION_DOES_NOT_EXIST", status=404)
         if action == "reverse":
@@ -630,7 +625,9 @@ class ZinreloLedger:
             award.value_left = Decimal(0)
             return self._deduct(award, award.left, {})
         if award.status != "pending":
-            raise invalid(f"only a pending award can be {action}ed; this one is {award.status}.")
+            raise invalid(
+                f"only a pending award can be {DONE[action]}; this one is {award.status}."
+            )
         if action == "reject":
             award.rejected = award.left
             award.transaction["points_status"] = "rejected"

@@ -884,7 +884,10 @@ def test_an_auto_approved_award_is_not_pending(sandbox):
     shop_order(sandbox)
     response = act(sandbox, "1001", "approve")
     assert response.status_code == 400
-    assert "auto_approved" in response.json()["reason"]
+    assert response.json()["reason"] == (
+        "Invalid request parameter value: only a pending award can be approved; "
+        "this one is auto_approved."
+    )
 
 
 def test_reverse_deducts_what_is_left_once(sandbox):

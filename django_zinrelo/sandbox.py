@@ -4,7 +4,28 @@ Zinrelo has no public sandbox host, and a staging store still awards real points
 shop needs something on its own machine that answers like Zinrelo: the same paths and headers, the
 same error bodies (many of them HTTP 200), duplicate order ids refused, and the failures a real
 network produces (5xx, 429, HTML from a proxy, resets, hangs, an award accepted after the client
-gave up). The rules follow ``seeds/000`` and ``seeds/004`` of the project's API notes.
+gave up, an answer lost after the call was applied). The rules follow ``seeds/000`` and
+``seeds/004`` of the project's API notes and live in :mod:`django_zinrelo.sandbox_ledger` (shared
+with the testing kit), whose docstring states them: points, returns, approval.
+
+Calls served below ``/v2/loyalty/``: ``POST transactions/award``, ``POST transactions/return``,
+``POST transactions/{id}/reject|approve|reverse`` (``?idParam=order_id`` to name the order),
+``GET members/{id}/transactions`` and ``GET transactions`` (filters ``transaction_type``,
+``points_status``, ``created_date`` / ``approved_date`` as JSON operators, paging by ``start_index``
+and ``count``; an unknown member has an empty list), ``GET members/{id}`` (available and pending
+points) and ``POST members``. Faults are drawn for the write calls (award, return, reject, approve,
+reverse), and for the transaction lists with ``fault_reads=True``.
+
+The Python API a test uses, thread-safe (each returns a copy taken under a lock):
+``url``, ``requests`` (the request log), ``awarded`` (order id -> award transaction and its
+``request``), ``awards_for(order_id)`` (the body of each award accepted for the order: more than
+one would mean a race awarded it twice), ``order_points(order_id)`` (points the member keeps for
+the order: awarded minus every deduction, 0 if rejected or unknown), ``ledger(order_id)``
+(``awarded``, ``pending``, ``approved``, ``rejected``, ``returned``, ``left``, ``status``;
+KeyError for an order never awarded), ``deductions(order_id)`` (returns and reversals, oldest
+first), ``balance(member_id)`` (``available``, ``pending``), ``spend(member_id, points)`` (the
+customer redeems points, so that a later return meets ``RETURN_VALUE_EXCEEDS_AVAILABLE_BALANCE``)
+and ``reset()``.
 
 Standard library only and no Django import, so a test or a benchmark can start it in-process without
 settings. It listens on loopback addresses only: it accepts any client that knows a throwaway key.
@@ -13,37 +34,56 @@ settings. It listens on loopback addresses only: it accepts any client that know
 from __future__ import annotations
 
 import contextlib
-import copy
 import http.server
 import ipaddress
-import json
 import logging
 import random
-import re
 import socket
 import socketserver
 import struct
 import threading
-import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from datetime import datetime
 from email.message import Message
 from types import MappingProxyType, TracebackType
 from typing import Any, Final
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
+
+from django_zinrelo.sandbox_ledger import (
+    ACTIONS,
+    REASONS,
+    ZinreloError,
+    ZinreloLedger,
+    encode,
+    not_found,
+    parse_body,
+    route,
+)
+
+__all__ = [
+    "API_PREFIX",
+    "DEFAULT_API_KEY",
+    "DEFAULT_PARTNER_ID",
+    "DEFAULT_REFUSALS",
+    "FAULTS",
+    "REASONS",
+    "RequestRecord",
+    "ZinreloSandbox",
+    "parse_fault",
+]
 
 logger = logging.getLogger(__name__)
 
 API_PREFIX: Final = "/v2/loyalty/"
-PURCHASE: Final = "made_a_purchase"
 DEFAULT_PARTNER_ID: Final = "sandbox-partner"
 DEFAULT_API_KEY: Final = "sandbox-key"
 
 # Canonical order: a seeded sandbox maps each random draw to the same fault whatever the order of
-# the ``faults`` mapping it was given.
-FAULTS: Final = ("503", "500", "429", "html", "reset", "hang", "slow_accept")
+# the ``faults`` mapping it was given. New faults go last, so an old seed keeps drawing old faults.
+FAULTS: Final = ("503", "500", "429", "html", "reset", "hang", "slow_accept", "lost")
+# Faults after which the call was applied all the same.
+APPLIED_FAULTS: Final = ("slow_accept", "lost")
 
 DEFAULT_REFUSALS: Final[Mapping[str, str]] = MappingProxyType(
     {
@@ -55,30 +95,6 @@ DEFAULT_REFUSALS: Final[Mapping[str, str]] = MappingProxyType(
     }
 )
 
-# Zinrelo's own wording (seeds/000), so a shop's admin shows what production would show.
-REASONS: Final[Mapping[str, str]] = MappingProxyType(
-    {
-        "MEMBER_BLOCKED": "Member has been blocked.",
-        "MEMBER_DELETED": "Member record has been deleted.",
-        "EXCLUDED_TRANSACTION": "Points could not be awarded because exclusion rule was applied.",
-        "PAUSED_ACTIVITY": "Activity is in paused state.",
-        "MAX_AWARDS_EXCEEDED": "Maximum award limit exceeded.",
-        "INVALID_MEMBER_STATUS": "Invalid member status.",
-        "INCORRECT_MEMBER_ID_PASSED": "Incorrect Member ID passed.",
-        "INVALID_MEMBER": "Member does not exist.",
-        "STORE_INACTIVE": "Store is not active.",
-        "TRANSACTION_ATTRIBUTE_NOT_UNIQUE": (
-            "Unique transaction attribute for given activity is not unique."
-        ),
-    }
-)
-
-DATE_FIELDS: Final = ("transaction_date", "approval_date", "expiration_date")
-DATE_FORMAT: Final = "%m/%d/%Y %H:%M:%S"
-# strptime alone would also take "1/5/2019 1:2:3"; Zinrelo documents two digits everywhere.
-DATE_SHAPE: Final = re.compile(r"\d\d/\d\d/\d{4} \d\d:\d\d:\d\d")
-MIN_SUBTOTAL: Final = Decimal("0.01")
-PRODUCT_FIELDS: Final = ("product_id", "product_quantity", "product_price", "product_title")
 # Float sums can land one ulp over 1 (0.6 + 0.3 + 0.1); that is not a configuration error.
 RATE_TOLERANCE: Final = 1e-9
 POLL_INTERVAL: Final = 0.05
@@ -94,7 +110,10 @@ class RequestRecord:
     """One request as the sandbox saw it.
 
     Holds no headers and no query string, so it can never hold a credential whichever way a client
-    sends one. ``status`` is None when no answer was sent (``reset``, ``hang``).
+    sends one. ``status`` is None when no answer was sent (``reset``, ``hang``, ``lost``);
+    ``error_code`` is that of the answer made, even when it was lost. ``order_id``, ``member_id``
+    and ``points`` are read from the body or the answer where there is one; ``body`` is the
+    request's body as text.
     """
 
     method: str
@@ -102,6 +121,10 @@ class RequestRecord:
     status: int | None
     fault: str | None
     error_code: str | None
+    order_id: str | None = None
+    member_id: str | None = None
+    points: int | None = None
+    body: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,54 +140,26 @@ class _Reply:
     delay: float = 0.0
 
 
-def _encode(payload: Mapping[str, Any]) -> bytes:
-    # Numbers in a request are parsed as Decimal (never float); echoed back, they go out as strings.
-    return json.dumps(payload, default=str).encode()
-
-
-def _success(data: Mapping[str, Any]) -> _Reply:
-    return _Reply(200, _encode({"success": True, "data": data}))
-
-
-class _ZinreloError(Exception):
-    """An answer in Zinrelo's error shape; raised from deep in validation, answered by dispatch."""
-
-    def __init__(self, status: int, error_code: str, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.error_code = error_code
-        self.reason = reason
-
-    def reply(self) -> _Reply:
-        body = {"success": False, "error_code": self.error_code, "reason": self.reason}
-        return _Reply(self.status, _encode(body), error_code=self.error_code)
-
-
-def _invalid(detail: str) -> _ZinreloError:
-    return _ZinreloError(
-        400, "INVALID_REQUEST_PARAMETER_VALUES", f"Invalid request parameter value: {detail}"
-    )
-
-
-def _refused(error_code: str, reason: str | None = None) -> _ZinreloError:
-    text = reason or REASONS.get(error_code, f"Refused by the sandbox's rules ({error_code}).")
-    return _ZinreloError(200, error_code, text)
+def _error_reply(error: ZinreloError) -> _Reply:
+    return _Reply(error.status, encode(error.payload()).encode(), error_code=error.error_code)
 
 
 def _throttled() -> _Reply:
-    reply = _ZinreloError(429, "RATE_LIMIT_EXCEEDED", "Rate limit exceeded.").reply()
+    reply = _error_reply(ZinreloError(429, "RATE_LIMIT_EXCEEDED", "Rate limit exceeded."))
     return replace(reply, headers=(("Retry-After", "1"),))
 
 
 # The faults that answer without looking at the request.
 CANNED_FAULTS: Final[Mapping[str, _Reply]] = MappingProxyType(
     {
-        "503": _ZinreloError(
-            503,
-            "SERVICE_UNAVAILABLE",
-            "API Service is unavailable. Please contact Zinrelo support.",
-        ).reply(),
-        "500": _ZinreloError(500, "INTERNAL_SERVER_ERROR", "Internal server error.").reply(),
+        "503": _error_reply(
+            ZinreloError(
+                503,
+                "SERVICE_UNAVAILABLE",
+                "API Service is unavailable. Please contact Zinrelo support.",
+            )
+        ),
+        "500": _error_reply(ZinreloError(500, "INTERNAL_SERVER_ERROR", "Internal server error.")),
         "429": _throttled(),
         "html": _Reply(502, HTML_ERROR_PAGE, content_type="text/html"),
     }
@@ -201,116 +196,31 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _text(container: Mapping[str, Any], name: str) -> str:
-    """A mandatory identifier: a non-empty string (an integer is accepted as its decimal form)."""
-    value = container.get(name)
-    if value is None or value == "":
-        raise _invalid(f"{name} is mandatory.")
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise _invalid(f"{name} must be a string.")
-    return str(value)
-
-
-def _decimal(value: Any, name: str) -> Decimal:
-    """Money and quantities, exact: JSON numbers already arrive as Decimal, strings are parsed."""
-    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
-        raise _invalid(f"{name} must be a number.")
-    try:
-        number = Decimal(value)
-    except InvalidOperation:
-        raise _invalid(f"{name} must be a number, not {value!r}.") from None
-    if not number.is_finite():
-        raise _invalid(f"{name} must be a finite number.")
-    return number
-
-
-def _check_date(body: Mapping[str, Any], name: str) -> None:
-    value = body.get(name)
-    if value is None:
-        return
-    if isinstance(value, str) and DATE_SHAPE.fullmatch(value):
-        try:
-            datetime.strptime(value, DATE_FORMAT)
-        except ValueError:
-            pass
-        else:
-            return
-    raise _invalid(f"{name} must be a date in the format MM/DD/YYYY HH:MM:SS (UTC), not {value!r}.")
-
-
-def _purchase_basis(attributes: Mapping[str, Any]) -> Decimal:
-    """The amount points are computed on, checking the made_a_purchase attributes on the way.
-
-    Product prices win over the subtotal, except that a subtotal lower than their sum means the
-    discount is missing from the prices, which Zinrelo then prorates down to the subtotal
-    (seeds/004).
-    """
-    for name in ("order_id", "order_total", "order_subtotal"):
-        if attributes.get(name) in (None, ""):
-            raise _invalid(f"{name} is mandatory in transaction_attributes for {PURCHASE}.")
-    _decimal(attributes["order_total"], "order_total")
-    subtotal = _decimal(attributes["order_subtotal"], "order_subtotal")
-    if subtotal <= MIN_SUBTOTAL:
-        raise _invalid(f"order_subtotal should be greater than {MIN_SUBTOTAL}.")
-    products = attributes.get("products")
-    if products is None or products == []:
-        return subtotal
-    if not isinstance(products, list):
-        raise _invalid("products must be a list.")
-    total = Decimal(0)
-    for number, product in enumerate(products, start=1):
-        where = f" of product {number}"
-        if not isinstance(product, dict):
-            raise _invalid(f"product {number} must be an object.")
-        for name in PRODUCT_FIELDS:
-            if product.get(name) in (None, ""):
-                raise _invalid(f"{name} is mandatory for each product; missing{where}.")
-        price = _decimal(product["product_price"], f"product_price{where}")
-        quantity = _decimal(product["product_quantity"], f"product_quantity{where}")
-        if price < 0:
-            raise _invalid(f"product_price{where} must not be negative.")
-        if quantity <= 0 or quantity != quantity.to_integral_value():
-            raise _invalid(f"product_quantity{where} must be a whole number above zero.")
-        total += price * quantity
-    return min(total, subtotal)
-
-
-def _content_error(headers: Message) -> _ZinreloError | None:
-    raw = headers.get("Content-Type", "")
-    if raw.split(";", 1)[0].strip().lower() == "application/json":
-        return None
-    return _ZinreloError(
-        400, "INVALID_REQUEST", f"Invalid request: unsupported Content-Type {raw or '(none)'}."
-    )
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _json_object(headers: Message, body: bytes | None) -> dict[str, Any]:
-    error = _content_error(headers)
-    if error is not None:
-        raise error
-    if body is None:
-        raise _ZinreloError(
-            400, "INVALID_REQUEST", "Invalid request: the body needs a Content-Length."
+    raw = headers.get("Content-Type", "")
+    if raw.split(";", 1)[0].strip().lower() != "application/json":
+        raise ZinreloError(
+            400, "INVALID_REQUEST", f"Invalid request: unsupported Content-Type {raw or '(none)'}."
         )
-    try:
-        parsed = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
-        parsed = None
-    if not isinstance(parsed, dict):
-        raise _ZinreloError(400, "INVALID_JSON", "Invalid JSON format.")
-    return parsed
+    return parse_body(body)
+
+
+def _field(container: Any, name: str) -> str | None:
+    value = container.get(name) if isinstance(container, dict) else None
+    return None if value in (None, "") or isinstance(value, dict | list) else str(value)
 
 
 class ZinreloSandbox:
     """Zinrelo's v2 API on a loopback port, with its state open to inspection.
 
-    All state (awards, members, the request log, the fault generator) sits behind one lock. The
-    ``awarded`` and ``requests`` properties return copies taken under that lock, so a test reads a
-    consistent snapshot while handler threads go on writing.
+    The ledger (awards, returns, members) keeps its own lock; the request log and the fault
+    generator sit behind the sandbox's. Every inspection returns a copy, so a test reads a
+    consistent snapshot while handler threads go on writing. ``clock`` (a callable returning an
+    aware UTC datetime) replaces the real time for approval dates; ``on_request`` is called with
+    each :class:`RequestRecord` from the handler's thread, as the management command prints them;
+    ``unique_attributes`` names the transaction attributes the store made unique (a second award
+    with the same value: ``TRANSACTION_ATTRIBUTE_NOT_UNIQUE``); ``fault_reads`` draws faults for
+    the transaction lists too, as the write calls always do.
     """
 
     def __init__(
@@ -325,6 +235,10 @@ class ZinreloSandbox:
         seed: int | None = None,
         slow_seconds: float = 3.0,
         refusals: Mapping[str, str] | None = None,
+        clock: Callable[[], datetime] | None = None,
+        on_request: Callable[[RequestRecord], None] | None = None,
+        unique_attributes: Iterable[str] = (),
+        fault_reads: bool = False,
     ) -> None:
         if not _is_loopback(host):
             raise ValueError(
@@ -345,18 +259,18 @@ class ZinreloSandbox:
         self.latency = latency
         self.slow_seconds = slow_seconds
         self.faults: Mapping[str, float] = MappingProxyType(faults)
-        self.refusals: Mapping[str, str] = MappingProxyType(
-            dict(DEFAULT_REFUSALS if refusals is None else refusals)
+        self._ledger = ZinreloLedger(
+            refusals=DEFAULT_REFUSALS if refusals is None else refusals,
+            clock=clock,
+            unique_attributes=unique_attributes,
         )
+        self.fault_reads = fault_reads
+        self.refusals = self._ledger.refusals
+        self.on_request = on_request
         self._fault_table = [(name, faults[name]) for name in FAULTS if faults.get(name)]
         self._seed = seed
         self._random = random.Random(seed)
         self._lock = threading.Lock()
-        self._awarded: dict[str, dict[str, Any]] = {}
-        # Counted apart from ``_awarded`` (which would silently overwrite), so a race that records
-        # one order twice shows up as 2 instead of hiding.
-        self._award_counts: dict[str, int] = {}
-        self._members: dict[str, dict[str, Any]] = {}
         self._requests: list[RequestRecord] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -416,13 +330,11 @@ class ZinreloSandbox:
     ) -> None:
         self.stop()
 
-    # Inspection
+    # Inspection (see the module's docstring)
 
     @property
     def awarded(self) -> dict[str, dict[str, Any]]:
-        """A copy of order id -> recorded transaction (the answer's ``data`` plus the request)."""
-        with self._lock:
-            return copy.deepcopy(self._awarded)
+        return self._ledger.awarded()
 
     @property
     def requests(self) -> list[RequestRecord]:
@@ -430,16 +342,28 @@ class ZinreloSandbox:
         with self._lock:
             return list(self._requests)
 
-    def awards_for(self, order_id: str) -> int:
-        with self._lock:
-            return self._award_counts.get(order_id, 0)
+    def awards_for(self, order_id: str) -> list[dict[str, Any]]:
+        return self._ledger.awards_for(order_id)
+
+    def order_points(self, order_id: str) -> int:
+        return self._ledger.order_points(order_id)
+
+    def ledger(self, order_id: str) -> dict[str, Any]:
+        return self._ledger.ledger(order_id)
+
+    def deductions(self, order_id: str) -> list[dict[str, Any]]:
+        return self._ledger.deductions(order_id)
+
+    def balance(self, member_id: str) -> dict[str, int]:
+        return self._ledger.balance(member_id)
+
+    def spend(self, member_id: str, points: int) -> dict[str, Any]:
+        return self._ledger.spend(member_id, points)
 
     def reset(self) -> None:
         """Forget everything and rewind the fault generator, as a freshly started sandbox."""
+        self._ledger.reset()
         with self._lock:
-            self._awarded.clear()
-            self._award_counts.clear()
-            self._members.clear()
             self._requests.clear()
             self._random.seed(self._seed)
 
@@ -448,29 +372,61 @@ class ZinreloSandbox:
     def _dispatch(self, method: str, target: str, headers: Message, body: bytes | None) -> _Reply:
         parts = urlsplit(target)
         path = parts.path
-        route = path.removeprefix(API_PREFIX) if path.startswith(API_PREFIX) else None
-        try:
-            if method == "POST" and route == "transactions/award":
-                reply = self._award_with_faults(headers, body)
-            elif method == "POST" and route == "members":
-                reply = self._create_member(headers, body)
-            elif (
-                method == "GET" and route and route.startswith("members/") and route.count("/") == 1
-            ):
-                reply = self._get_member(headers, parts.query, unquote(route[len("members/") :]))
-            else:
-                raise _ZinreloError(404, "NOT_FOUND", "The resource does not exist.")
-        except _ZinreloError as error:
-            reply = error.reply()
+        call = route(method, path.removeprefix(API_PREFIX)) if path.startswith(API_PREFIX) else None
+        # Drawn before validation: a proxy or an overloaded Zinrelo fails whatever was sent.
+        faulty = call is not None and (call.writes or (self.fault_reads and call.lists))
+        fault = self._draw_fault() if faulty else None
+        request: dict[str, Any] | None = None
+        data: Any = None
+        if fault in ("reset", "hang"):
+            reply = _Reply(None, fault=fault)
+        elif fault is not None and fault in CANNED_FAULTS:
+            reply = replace(CANNED_FAULTS[fault], fault=fault)
+        else:
+            try:
+                if call is None:
+                    raise not_found()
+                self._check_auth(headers)
+                if call.has_body:
+                    request = _json_object(headers, body)
+                query = parse_qs(parts.query, keep_blank_values=True)
+                status, payload = self._ledger.handle(call, query, request)
+                reply, data = _Reply(status, encode(payload).encode()), payload["data"]
+            except ZinreloError as error:
+                reply = _error_reply(error)
+            if fault == "slow_accept":  # applied; only the answer is late
+                reply = replace(reply, fault=fault, delay=self.slow_seconds)
+            elif fault == "lost":  # applied; the answer never leaves
+                reply = replace(reply, status=None, fault=fault)
+        attributes = request.get("transaction_attributes") if request else None
+        order_id = _field(attributes, "order_id") or _field(data, "order_id")
+        order_id = order_id or _field(data, "returned_for_order_id")
+        if call is not None and call.action in ACTIONS and "idParam=order_id" in parts.query:
+            order_id = order_id or call.target
+        member_id = _field(request, "member_id") or _field(data, "member_id")
+        if call is not None and call.action.startswith("member") and call.target:
+            member_id = call.target
+        points = data.get("points") if isinstance(data, dict) else None
+        record = RequestRecord(
+            method,
+            path,
+            reply.status,
+            reply.fault,
+            reply.error_code,
+            order_id,
+            member_id,
+            points if isinstance(points, int) else None,
+            (body or b"").decode("utf-8", errors="replace"),
+        )
         with self._lock:
-            self._requests.append(
-                RequestRecord(method, path, reply.status, reply.fault, reply.error_code)
-            )
+            self._requests.append(record)
+        if self.on_request is not None:
+            self.on_request(record)
         return reply
 
     def _check_auth(self, headers: Message) -> None:
         if headers.get("partner-id") != self.partner_id or headers.get("api-key") != self.api_key:
-            raise _ZinreloError(
+            raise ZinreloError(
                 401,
                 "ERROR_UNAUTHORIZED",
                 "Some error occurred while authenticating your account at Zinrelo. Please verify "
@@ -485,102 +441,6 @@ class ZinreloSandbox:
                 return name
             roll -= rate
         return None
-
-    def _award_with_faults(self, headers: Message, body: bytes | None) -> _Reply:
-        # Drawn before validation: a proxy or an overloaded Zinrelo fails whatever was sent.
-        fault = self._draw_fault()
-        if fault is None:
-            return self._award(headers, body)
-        if fault in ("reset", "hang"):
-            return _Reply(None, fault=fault)
-        if fault in CANNED_FAULTS:
-            return replace(CANNED_FAULTS[fault], fault=fault)
-        try:  # slow_accept: the award goes through; only the answer is late
-            reply = self._award(headers, body)
-        except _ZinreloError as error:
-            reply = error.reply()
-        return replace(reply, fault=fault, delay=self.slow_seconds)
-
-    def _award(self, headers: Message, body: bytes | None) -> _Reply:
-        self._check_auth(headers)
-        request = _json_object(headers, body)
-        member_id = _text(request, "member_id")
-        activity_id = _text(request, "activity_id")
-        attributes = request.get("transaction_attributes")
-        if attributes is None:
-            raise _invalid("transaction_attributes is mandatory.")
-        if not isinstance(attributes, dict):
-            raise _invalid("transaction_attributes must be an object.")
-        if activity_id != PURCHASE:
-            raise _invalid(
-                f"activity_id {activity_id!r} is not an activity of the sandbox store, which has "
-                f"only {PURCHASE}."
-            )
-        if "points_passed" in request:
-            raise _invalid(f"points_passed is not allowed for {PURCHASE}.")
-        for name in DATE_FIELDS:
-            _check_date(request, name)
-        basis = _purchase_basis(attributes)
-        order_id = _text(attributes, "order_id")
-        refusal = self.refusals.get(member_id)
-        if refusal is not None:
-            raise _refused(refusal)
-        points = int(basis.to_integral_value(rounding=ROUND_FLOOR))
-        if points <= 0:
-            raise _refused("ZERO_POINTS", "Calculated points are zero.")
-        data = {
-            "id": uuid.uuid4().hex,
-            "member_id": member_id,
-            "activity_id": activity_id,
-            "order_id": order_id,
-            "points": points,
-            "points_status": "pending" if request.get("approval_date") else "auto_approved",
-            "created_time": datetime.now(UTC).strftime(DATE_FORMAT),
-        }
-        with self._lock:
-            if order_id in self._awarded:
-                raise _refused(
-                    "DUPLICATE_ORDER_ID", "Loyalty Points already awarded for the Order ID."
-                )
-            self._awarded[order_id] = {**data, "request": request}
-            self._award_counts[order_id] = self._award_counts.get(order_id, 0) + 1
-            self._members.setdefault(member_id, {"member_id": member_id})
-        return _success(data)
-
-    def _create_member(self, headers: Message, body: bytes | None) -> _Reply:
-        self._check_auth(headers)
-        profile = _json_object(headers, body)
-        member_id = _text(profile, "member_id")
-        with self._lock:
-            if member_id in self._members:
-                raise _refused("MEMBER_ID_ALREADY_IN_USE", "Member ID already in use.")
-            self._members[member_id] = {**profile, "member_id": member_id}
-            return _success(self._member_view(member_id))
-
-    def _get_member(self, headers: Message, query: str, member_id: str) -> _Reply:
-        self._check_auth(headers)
-        # Without idParam Zinrelo reads its own member id; the sandbox has only the shop's.
-        id_param = parse_qs(query).get("idParam", ["member_id"])[0]
-        if id_param != "member_id":
-            raise _ZinreloError(
-                400, "ID_PARAM_NAME_NOT_FOUND", "IdParams name passed does not exist."
-            )
-        with self._lock:
-            if member_id not in self._members:
-                raise _refused("INVALID_MEMBER")
-            return _success(self._member_view(member_id))
-
-    def _member_view(self, member_id: str) -> dict[str, Any]:
-        """The member with points summed from its awards; call with the lock held."""
-        points = {"auto_approved": 0, "pending": 0}
-        for award in self._awarded.values():
-            if award["member_id"] == member_id:
-                points[award["points_status"]] += award["points"]
-        return {
-            **self._members[member_id],
-            "available_points": points["auto_approved"],
-            "pending_points": points["pending"],
-        }
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -598,7 +458,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if reply.status is None:
             if reply.fault == "hang":
                 sandbox._stopped.wait()
-            self._drop(reset=reply.fault == "reset")
+            self._drop(reset=reply.fault != "hang")
             return
         if sandbox._stopped.wait(sandbox.latency + reply.delay):
             self._drop(reset=False)

@@ -90,7 +90,7 @@ def test_16_threads_saving_one_order_award_it_with_exactly_one_call_in_30_trials
             calls = award_calls(sandbox)
             calls_per_trial.append(len(calls))
             assert answers(calls) == {"success": 1}, f"trial {trial}: {answers(calls)}"
-            assert sandbox.awards_for(f"T{trial}") == 1
+            assert len(sandbox.awards_for(f"T{trial}")) == 1
         awards = Counter(Award.objects.values_list("status", "attempts"))
         assert awards == {(Status.AWARDED, 1): TRIALS}
         assert AwardAttempt.objects.count() == TRIALS
@@ -151,7 +151,7 @@ def test_two_zinrelo_sync_processes_at_once_send_each_of_500_awards_once(tmp_pat
             process.stdin.flush()
         outputs = [process.communicate(timeout=120)[0] for process in processes]
         calls = award_calls(sandbox)
-        on_server = Counter(sandbox.awards_for(f"D{n}") for n in range(DUE))
+        on_server = Counter(len(sandbox.awards_for(f"D{n}")) for n in range(DUE))
     assert [process.returncode for process in processes] == [0, 0]
     assert on_server == {1: DUE}
     assert answers(calls) == {"success": DUE}, "no award was even sent a second time"

@@ -82,7 +82,7 @@ def test_faults_1000_orders_each_awarded_exactly_once_within_max_attempts():
         assert first_pass[Status.RETRYING] > 0, "the faults really hit"
         sync("--concurrency", str(workers))
         calls = award_calls(sandbox)
-        awarded_on_server = [sandbox.awards_for(f"F{n}") for n in range(ORDERS)]
+        awarded_on_server = [len(sandbox.awards_for(f"F{n}")) for n in range(ORDERS)]
 
     assert Counter(awarded_on_server) == {1: ORDERS}, "every order awarded once on the server"
     statuses = Counter(Award.objects.values_list("status", flat=True))
@@ -124,7 +124,7 @@ def test_hang_returns_within_the_timeouts_is_logged_as_timeout_and_retried(
         with django_capture_on_commit_callbacks(execute=True):
             new_order("H1")
         elapsed = time.monotonic() - started
-        assert len(award_calls(hanging)) == 1 and hanging.awards_for("H1") == 0
+        assert len(award_calls(hanging)) == 1 and len(hanging.awards_for("H1")) == 0
     assert elapsed < 0.5 + 0.5 + 0.5, f"the checkout's save took {elapsed:.2f}s"
     award = Award.objects.get()
     assert (award.status, award.attempts, award.last_error_code) == (
@@ -142,7 +142,7 @@ def test_hang_returns_within_the_timeouts_is_logged_as_timeout_and_retried(
 
     with serving() as healthy:
         sync()
-        assert healthy.awards_for("H1") == 1
+        assert len(healthy.awards_for("H1")) == 1
     award.refresh_from_db()
     assert (award.status, award.attempts) == (Status.AWARDED, 2)
     assert [a.trigger for a in award.attempts_log.order_by("pk")] == [

@@ -85,7 +85,7 @@ def test_repeated_saves_through_an_orders_life_send_one_award_on_the_named_trans
         order.refresh_from_db()
         order.email = "renamed@example.com"
         step("update_fields", lambda: order.save(update_fields=["email"]))
-        assert sandbox.awards_for("LIFE") == 1
+        assert len(sandbox.awards_for("LIFE")) == 1
 
     assert Order.objects.get(pk=order.pk).coupon_codes == "SPRING5,STAFF"
     names = [name for name, _ in calls_after]
@@ -123,7 +123,7 @@ def test_writes_without_signals_are_found_by_missing_and_awarded_exactly_once():
         output = sync("--missing", "--concurrency", concurrency)
         assert f"Recorded {SILENT} missing award(s)." in output
         numbers = Order.objects.exclude(number__startswith="NQ").values_list("number", flat=True)
-        assert Counter(sandbox.awards_for(number) for number in numbers) == {1: SILENT}
+        assert Counter(len(sandbox.awards_for(number)) for number in numbers) == {1: SILENT}
         assert len(award_calls(sandbox)) == SILENT
         assert Counter(Award.objects.values_list("status", flat=True)) == {Status.AWARDED: SILENT}
 

@@ -1,12 +1,15 @@
 """``manage.py zinrelo_sandbox``: a local Zinrelo to point a development shop at.
 
 Thin on purpose: the sandbox lives in :mod:`django_zinrelo.sandbox`, where tests and benchmarks
-start it without Django; this only turns options into arguments and waits for Ctrl-C.
+start it without Django; this turns options into arguments, prints one line per request (with
+``-v 2`` the body too; never a header, so never a key) and waits for Ctrl-C.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+from datetime import UTC, datetime
 from time import sleep
 from typing import Any
 
@@ -16,15 +19,33 @@ from django_zinrelo.sandbox import (
     DEFAULT_API_KEY,
     DEFAULT_PARTNER_ID,
     FAULTS,
+    RequestRecord,
     ZinreloSandbox,
     parse_fault,
 )
 
 
+def describe(record: RequestRecord) -> str:
+    """One request as a line: method, path, order, member, answer and points."""
+    parts = [record.method, record.path]
+    if record.order_id is not None:
+        parts.append(f"order={record.order_id}")
+    if record.member_id is not None:
+        parts.append(f"member={record.member_id}")
+    answer = "no answer" if record.status is None else str(record.status)
+    parts.append(f"-> {answer} {record.error_code or ''}".rstrip())
+    if record.points is not None:
+        parts.append(f"points={record.points}")
+    if record.fault is not None:
+        parts.append(f"[fault: {record.fault}]")
+    return " ".join(parts)
+
+
 class Command(BaseCommand):
     help = (
-        "Serve a local stand-in for Zinrelo's v2 API (awards, members, injected faults) in the "
-        "foreground until Ctrl-C. It listens on loopback addresses only."
+        "Serve a local stand-in for Zinrelo's v2 API (awards, returns, reject/approve/reverse, "
+        "members, transaction lists, injected faults) in the foreground until Ctrl-C, printing "
+        "one line per request (-v 2: with its body). It listens on loopback addresses only."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -40,8 +61,9 @@ class Command(BaseCommand):
             action="append",
             default=[],
             metavar="NAME=RATE",
-            help=f"Make this share of award calls fail, e.g. 503=0.2; repeatable. NAME is one of: "
-            f"{', '.join(FAULTS)}.",
+            help=f"Make this share of write calls (award, return, reject, approve, reverse) fail, "
+            f"e.g. 503=0.2; repeatable. NAME is one of: {', '.join(FAULTS)} (lost: applied, then "
+            "the answer is lost).",
         )
         parser.add_argument("--seed", type=int, help="Seed the fault draws, to replay a run.")
         parser.add_argument(
@@ -54,6 +76,18 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        verbosity = options["verbosity"]
+        lock = threading.Lock()
+
+        def show(record: RequestRecord) -> None:
+            if verbosity < 1:
+                return
+            line = f"{datetime.now(UTC):%H:%M:%S} {describe(record)}"
+            if verbosity > 1 and record.body:
+                line += f"\n    {record.body}"
+            with lock:  # handler threads print at once
+                self.stdout.write(line)
+
         try:
             sandbox = ZinreloSandbox(
                 host=options["host"],
@@ -63,6 +97,7 @@ class Command(BaseCommand):
                 latency=options["latency"],
                 faults=dict(parse_fault(text) for text in options["fail"]),
                 seed=options["seed"],
+                on_request=show,
             )
             sandbox.start()
         except (ValueError, OSError) as error:
@@ -81,12 +116,12 @@ class Command(BaseCommand):
         # Printing the key is safe only because it is the sandbox's own throwaway key.
         self.stdout.write(
             f"Zinrelo sandbox listening on {sandbox.url}\n"
-            f"Faults on awards: {faults}; latency: {sandbox.latency}s.\n\n"
+            f"Faults on write calls: {faults}; latency: {sandbox.latency}s.\n\n"
             "Point the shop at it with:\n\n"
             "ZINRELO = {\n"
             f'    "API_URL": {json.dumps(sandbox.url)},\n'
             f'    "PARTNER_ID": {json.dumps(sandbox.partner_id)},\n'
             f'    "API_KEY": {json.dumps(sandbox.api_key)},\n'
             "}\n\n"
-            "Quit with CONTROL-C."
+            "Quit with CONTROL-C. One line per request follows."
         )

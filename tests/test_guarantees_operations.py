@@ -19,13 +19,13 @@ from django_zinrelo.adapters import RefundLine
 from django_zinrelo.client import Outcome, get_client
 from django_zinrelo.conf import get_settings
 from django_zinrelo.models import (
+    DONE,
     Action,
     Award,
     AwardAttempt,
     Call,
     Operation,
     OperationStatus,
-    Status,
 )
 from django_zinrelo.sync import deliver_due
 from tests.sandboxed import run_shop, serving, shared_database, shop_process, sync
@@ -35,7 +35,7 @@ from tests.test_guarantees_concurrency import RACING_CRON, race
 pytestmark = pytest.mark.django_db(transaction=True)
 
 FAULTS = {"503": 0.08, "429": 0.05, "reset": 0.05, "slow_accept": 0.04, "lost": 0.08}
-ORDERS = 1000
+ORDERS = 1000  # in the PostgreSQL pass; the SQLite pass runs a fifth of it, to stay quick
 MAX_ATTEMPTS = 40
 
 
@@ -84,11 +84,14 @@ def share(points: int, value: Decimal, basis: Decimal = Decimal(50)) -> int:
 
 def test_1000_orders_with_cancellations_and_refunds_under_faults_deduct_each_refund_once():
     options = {"faults": FAULTS, "seed": 9, "slow_seconds": 0.15}
+    size = ORDERS if connection.vendor == "postgresql" else ORDERS // 5
     with serving(options, READ_TIMEOUT=0.05, MAX_ATTEMPTS=MAX_ATTEMPTS) as sandbox:
-        orders = place_orders("G", ORDERS)
+        orders = place_orders("G", size)
         sync("--missing")
         settle()
-        assert Counter(Award.objects.values_list("status", flat=True)) == {Status.AWARDED: ORDERS}
+        # A lost or late answer to an award comes back DUPLICATE_ORDER_ID: already awarded.
+        assert set(Award.objects.values_list("status", flat=True)) <= DONE
+        assert Award.objects.count() == size
 
         expected: dict[str, int] = {}
         recorded = 0
@@ -146,7 +149,7 @@ def test_1000_orders_with_cancellations_and_refunds_under_faults_deduct_each_ref
         doubled = blind_resends(sandbox)
     assert doubled > 0, "the blind control never double-deducted"
     print(
-        f"\n{ORDERS} orders: {operations.count()} operations, {returns_received(sandbox)} return "
+        f"\n{size} orders: {operations.count()} operations, {returns_received(sandbox)} return "
         f"calls, {lookups} look-ups, {found} found after a lost answer; control doubled {doubled}"
     )
 

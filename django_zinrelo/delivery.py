@@ -18,11 +18,11 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from django.apps import apps
 from django.db import transaction
-from django.db.models import Case, Value, When
+from django.db.models import Case, Model, QuerySet, Value, When
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -48,6 +48,8 @@ INVALID_ORDER = "invalid_order"
 UNAUTHORIZED = "ERROR_UNAUTHORIZED"
 
 _reported: set[str] = set()
+
+M = TypeVar("M", bound=Model)
 
 
 def report_once(problem: str, message: str, *args: Any) -> None:
@@ -106,18 +108,40 @@ def client_post(conf: ZinreloSettings) -> Callable[[str, str], Reply]:
     return client(conf).post
 
 
+def update_in_order(rows: QuerySet[M], *, skip_locked: bool = False, **values: Any) -> int:
+    """``rows.update(**values)``, locking the rows in primary key order first.
+
+    A plain ``UPDATE ... WHERE`` locks rows in whatever order its plan scans them. Every path
+    that locks several rows at once (claiming, recording, releasing, re-sending) locks them in
+    primary key order instead, so that no two can wait on each other: PostgreSQL would end such
+    a wait by killing one of them (``deadlock detected``). ``skip_locked`` leaves out rows another
+    transaction holds rather than waiting for them. The lock re-reads each row's own columns, so
+    a row claimed meanwhile by a transaction that has committed is left out too, whatever other
+    tables ``rows`` joins (an operation's award). On SQLite, which locks the whole database, this
+    is the plain ``UPDATE``.
+    """
+    ordered = rows.order_by("pk").select_for_update(
+        no_key=True, skip_locked=skip_locked, of=("self",)
+    )
+    with transaction.atomic():
+        return rows.model._default_manager.filter(pk__in=ordered.values("pk")).update(**values)
+
+
 def claim(award_ids: Sequence[int], hold: timedelta, model: type[Outbox] = Award) -> list[Any]:
-    """Take the due rows among ``award_ids`` for this process, for ``hold``.
+    """Take the due rows (awards, or operations) among ``award_ids`` for this process, for ``hold``.
 
     One ``UPDATE`` marks them with a token of this claim; whatever it did not match is due no
-    longer (sent, or claimed by another process), and the token tells ours apart afterwards.
+    longer (sent, or claimed by another process) or is held by another transaction this very
+    moment (left for later rather than waited for), and the token tells ours apart afterwards.
     """
     now = timezone.now()
     token = uuid.uuid4()
-    claimed = (
-        model.objects.due(now)  # type: ignore[attr-defined]  # both managers have due()
-        .filter(pk__in=award_ids)
-        .update(status=Status.SENDING, claimed_until=now + hold, claim=token)
+    claimed = update_in_order(
+        model.objects.due(now).filter(pk__in=award_ids),  # type: ignore[attr-defined]
+        skip_locked=True,
+        status=Status.SENDING,
+        claimed_until=now + hold,
+        claim=token,
     )
     if not claimed:
         return []
@@ -187,8 +211,10 @@ def deliver(award_id: int, trigger: str) -> Award | None:
     award = claimed[0]
     try:
         body = body_for(award)
-        if body is not None:
-            record([call(Call(award, trigger, body), client_post(conf), conf)], conf)
+        if body is not None and record(
+            [call(Call(award, trigger, body), client_post(conf), conf)], conf
+        ):
+            return None
         return award
     except Exception as error:
         give_back([award], error, conf)
@@ -222,19 +248,19 @@ def forget_locals(error: BaseException) -> None:
 
 
 def refuse_invalid(award: Award, reason: str) -> None:
-    finish(
-        [
-            (
-                award,
-                {
-                    "status": Status.INVALID,
-                    "last_error_code": INVALID_ORDER,
-                    "last_reason": reason,
-                    "last_status_code": None,
-                },
-            )
-        ]
+    change = (
+        award,
+        answered(
+            {
+                "status": Status.INVALID,
+                "last_error_code": INVALID_ORDER,
+                "last_reason": reason,
+                "last_status_code": None,
+            }
+        ),
     )
+    finish([change])
+    settle([change])
     logger.error("Zinrelo award %s (order %s) cannot be sent: %s", award.pk, award.order_pk, reason)
     announce(award)
 
@@ -252,11 +278,12 @@ def release(
         return
     delay = backoff(min(award.attempts for award in awards) + 1, conf) if retry else 0.0
     try:
-        model._default_manager.filter(
-            pk__in=[award.pk for award in awards],
-            status=Status.SENDING,
-            claim__in={award.claim for award in awards},
-        ).update(
+        update_in_order(
+            model._default_manager.filter(
+                pk__in=[award.pk for award in awards],
+                status=Status.SENDING,
+                claim__in={award.claim for award in awards},
+            ),
             status=Case(
                 *([When(check_first=True, then=Value("checking"))] if model is not Award else []),
                 When(attempts=0, then=Value(Status.PENDING)),
@@ -317,43 +344,95 @@ def points(value: Any) -> int | None:
     return number if number is None or number in POINTS_RANGE else None
 
 
-def record(calls: Sequence[Call], conf: ZinreloSettings) -> None:
-    """Write the attempts and the awards' new states together, outside any caller's transaction.
+# A failed write of answers is tried once more as a batch (a deadlock, a serialization failure
+# or a statement timeout is usually gone on the next try), then award by award, so that an answer
+# the database refuses costs only its own record.
+BATCH_TRIES: Final = 2
+
+
+def record(calls: Sequence[Call], conf: ZinreloSettings) -> list[Call]:
+    """Write the attempts and the awards' new states together, outside any caller's transaction;
+    returns the calls whose answer could not be stored.
 
     A batch costs the same few queries whatever its size, so a bulk sync's database work per
-    award stays well below the call's own.
+    award stays well below the call's own. An answer that cannot be stored is logged in full
+    and its award released, due at once: sent again, Zinrelo's ``DUPLICATE_ORDER_ID`` settles it.
     """
-    made = [(item, item.reply) for item in calls if item.reply is not None]
+    made = [item for item in calls if item.reply is not None]
     release([item.award for item in calls if item.reply is None], conf, retry=False)
-    if not made:
-        return
-    changes = [
-        (
-            item.award,
-            {**outcome_fields(item.award, reply, conf), "attempts": item.award.attempts + 1},
+    unstored = []
+    if made and not any(written(made, conf) is None for _ in range(BATCH_TRIES)):
+        for item in made:
+            if (error := written([item], conf)) is not None:
+                unstored.append(item)
+                lost_answer(item, error)
+    for item in made:
+        if item not in unstored:
+            assert item.reply is not None
+            report(item.award, item.reply)
+            announce(item.award)
+    release([item.award for item in unstored], conf, retry=False)
+    return unstored
+
+
+def written(made: Sequence[Call], conf: ZinreloSettings) -> Exception | None:
+    """``store``, returning its failure (logged, its frames' locals cleared) instead of raising."""
+    try:
+        store(made, conf)
+    except Exception as error:
+        forget_locals(error)
+        logger.warning(
+            "Storing %s Zinrelo answer(s) failed: %s: %s", len(made), type(error).__name__, error
         )
-        for item, reply in made
-    ]
-    attempts = [
-        AwardAttempt(
-            award=item.award,
-            trigger=item.trigger,
-            outcome=reply.outcome.value,
-            status_code=reply.status_code,
-            error_code=reply.error_code[:64],
-            reason=reply.reason,
-            duration_ms=reply.duration_ms,
-            request_body=item.body,
-            response_body=reply.body,
+        return error
+    return None
+
+
+def store(made: Sequence[Call], conf: ZinreloSettings) -> None:
+    """One transaction: the attempts logged and the awards' new states written, in primary key
+    order; the awards in memory take their new state only once it is committed."""
+    made = sorted(made, key=lambda item: item.award.pk)
+    changes = []
+    attempts = []
+    for item in made:
+        reply = item.reply
+        assert reply is not None
+        fields = outcome_fields(item.award, reply, conf)
+        changes.append((item.award, answered({**fields, "attempts": item.award.attempts + 1})))
+        attempts.append(
+            AwardAttempt(
+                award=item.award,
+                trigger=item.trigger,
+                outcome=reply.outcome.value,
+                status_code=reply.status_code,
+                error_code=reply.error_code[:64],
+                reason=reply.reason,
+                duration_ms=reply.duration_ms,
+                request_body=item.body,
+                response_body=reply.body,
+            )
         )
-        for item, reply in made
-    ]
     with transaction.atomic():
         AwardAttempt.objects.bulk_create(attempts)
         finish(changes)
-    for item, reply in made:
-        report(item.award, reply)
-        announce(item.award)
+    settle(changes)
+
+
+def lost_answer(item: Call, error: BaseException) -> None:
+    """The evidence of an answer that could not be stored, kept in the log instead."""
+    reply = item.reply
+    assert reply is not None
+    logger.error(
+        "Zinrelo award %s (order %s): its answer could not be stored; the award is released "
+        "to be sent again. Zinrelo answered %s, HTTP %s %s: %s",
+        item.award.pk,
+        item.award.order_id,
+        reply.outcome.value,
+        reply.status_code,
+        reply.error_code,
+        reply.body,
+        exc_info=error,
+    )
 
 
 def report(award: Award, reply: Reply) -> None:
@@ -408,23 +487,24 @@ STATE: Final = (
 OPERATION_STATE: Final = (*(name for name in STATE if name != "order_id"), "call", "check_first")
 
 
+def answered(fields: dict[str, Any]) -> dict[str, Any]:
+    """A row's new state once its answer is known: ``fields``, and the claim given up."""
+    return {**fields, "claimed_until": None, "claim": None, "updated_at": timezone.now()}
+
+
 def finish(changes: Sequence[tuple[Outbox, dict[str, Any]]], model: type[Outbox] = Award) -> None:
     """Store the new states only where our claim still holds; an expired claim belongs to
-    another process now, and what it stores wins."""
-    now = timezone.now()
+    another process now, and what it stores wins.
+
+    The rows in memory are left as they were, claim included, so that a failed write can
+    still be released; ``settle`` gives them their new state once it is committed.
+    """
     names = STATE if model is Award else OPERATION_STATE
-    rows = []
-    for row, fields in changes:
-        token = row.claim
-        for name, value in {
-            **fields,
-            "claimed_until": None,
-            "claim": None,
-            "updated_at": now,
-        }.items():
-            setattr(row, name, value)
-        rows.append([*(getattr(row, name) for name in names), row.pk, token])
-    stored = update_each(names, ("id", "claim"), rows, model=model)
+    rows = [
+        [*(fields.get(name, getattr(row, name)) for name in names), row.pk, row.claim]
+        for row, fields in sorted(changes, key=lambda change: change[0].pk)
+    ]
+    stored = update_each(model, names, ("id", "claim"), rows)
     if 0 <= stored < len(rows):
         logger.warning(
             "Zinrelo: the claim on %s of award(s) %s expired before the answer was stored; "
@@ -432,6 +512,12 @@ def finish(changes: Sequence[tuple[Outbox, dict[str, Any]]], model: type[Outbox]
             len(rows) - stored,
             ", ".join(str(award.pk) for award, _ in changes),
         )
+
+
+def settle(changes: Sequence[tuple[Outbox, dict[str, Any]]]) -> None:
+    for award, fields in changes:
+        for name, value in fields.items():
+            setattr(award, name, value)
 
 
 def announce(award: Award) -> None:

@@ -256,20 +256,24 @@ class AwardAttempt(models.Model):
 
 
 def update_each(
+    model: type[models.Model],
     fields: Sequence[str],
     keys: Sequence[str],
     rows: Iterable[Sequence[Any]],
     condition: str = "",
     params: Sequence[Any] = (),
-    model: type[Outbox] = Award,
 ) -> int:
-    """One parameterised ``UPDATE`` of awards run for many rows (``executemany``); returns the
+    """One parameterised ``UPDATE`` of ``model`` run for many rows (``executemany``); returns the
     rows changed, or -1 where the driver cannot tell.
 
     Each row holds the values of ``fields`` then of ``keys``, which must all match; a
     ``condition`` (SQL naming columns as ``{field}``) and its ``params`` narrow every row alike.
     The ORM's ways, an ``update()`` per row or ``bulk_update``'s ``CASE`` of one branch per row,
     spend more time compiling than a chunk's calls to Zinrelo take.
+
+    Rows are written in the order of their first key (put the primary key first): on PostgreSQL
+    the statements run in one transaction, each locking its row, and every path that locks
+    several rows locks them in primary key order, so that no two can wait on each other.
     """
     meta = model._meta
     quote = connection.ops.quote_name
@@ -292,7 +296,7 @@ def update_each(
                     ),
                     *params,
                 ]
-                for row in rows
+                for row in sorted(rows, key=lambda row: row[len(fields)])
             ],
         )
         return int(cursor.rowcount)

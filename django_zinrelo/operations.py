@@ -34,6 +34,7 @@ from django_zinrelo.adapters import RefundLine
 from django_zinrelo.client import Outcome, Reply
 from django_zinrelo.conf import ZinreloSettings, get_settings
 from django_zinrelo.delivery import (
+    answered,
     backoff,
     claim,
     client,
@@ -42,6 +43,7 @@ from django_zinrelo.delivery import (
     lease,
     ready,
     release,
+    settle,
 )
 from django_zinrelo.dispatch import submit
 from django_zinrelo.models import (
@@ -711,7 +713,9 @@ class Settle:
 
     def finish(self, fields: dict[str, Any]) -> None:
         operation = self.operation
-        finish([(operation, {**fields, "attempts": operation.attempts})], model=Operation)
+        change = (operation, answered({**fields, "attempts": operation.attempts}))
+        finish([change], model=Operation)
+        settle([change])
         announce(operation)
 
 

@@ -43,6 +43,7 @@ from django_zinrelo.delivery import (
     lease,
     ready,
     record,
+    update_in_order,
 )
 from django_zinrelo.dispatch import submit
 from django_zinrelo.models import (
@@ -205,7 +206,8 @@ def record_missing(selection: Selection = EVERYTHING) -> int:
 
 def reset(awards: QuerySet[Award]) -> int:
     """Give final failures a fresh start, their payload rebuilt from the order as it is now."""
-    return awards.filter(status__in=FINAL_FAILURES).update(
+    return update_in_order(
+        awards.filter(status__in=FINAL_FAILURES),
         status=Status.PENDING,
         attempts=0,
         payload=None,
@@ -304,6 +306,7 @@ def prebuild(award_pks: list[int]) -> None:
 def store_payloads(built: list[tuple[int, dict[str, Any]]]) -> None:
     """The fields delivery stores when it builds a payload itself, for a chunk in one statement."""
     update_each(
+        Award,
         ("payload", "member_id", "order_id"),
         ("id",),
         (
@@ -445,10 +448,12 @@ def paced(throttle: Throttle, post: Callable[[str, str], Reply]) -> Callable[[st
 
 @dataclass
 class Run:
-    """What a delivery run did: the final status of each award it claimed, and those it lost."""
+    """What a delivery run did: the final status of each award it claimed, those it lost to
+    another process, and those whose answer it could not store (released to be sent again)."""
 
     statuses: dict[int, str] = field(default_factory=dict)
     lost: set[int] = field(default_factory=set)
+    unrecorded: set[int] = field(default_factory=set)
 
     @property
     def counts(self) -> Counter[str]:
@@ -502,14 +507,16 @@ def send_due(
             give_back([item.award], error, conf)
             result.lost.add(item.award.pk)
         try:
-            record(calls, conf)
+            unstored = record(calls, conf)
         except Exception as error:
             give_back([item.award for item in calls], error, conf)
+            result.unrecorded.update(item.award.pk for item in calls)
             return
+        result.unrecorded.update(item.award.pk for item in unstored)
         for item in calls:
             if item.reply is None:
                 result.lost.add(item.award.pk)
-            else:
+            elif item not in unstored:
                 result.statuses[item.award.pk] = str(item.award.status)
                 answered = True
         finished += len(calls)

@@ -89,17 +89,18 @@ class Progress:
             self.stream.write("")
 
 
-def summary(counts: Counter[str], skipped: int, elapsed: float) -> str:
-    if not (counts or skipped):
+def summary(counts: Counter[str], skipped: int, elapsed: float, unrecorded: int = 0) -> str:
+    if not (counts or skipped or unrecorded):
         return "Delivered: nothing was due."
     delivered = counts[Status.AWARDED] + counts[Status.ALREADY_AWARDED]
     retrying = counts[Status.RETRYING]
     later = f" ({retrying} will be retried)" if retrying else ""
+    lost = f", {unrecorded} answer(s) NOT STORED (released to be sent again)" if unrecorded else ""
     return (
         f"Delivered: {counts[Status.AWARDED]} awarded, "
         f"{counts[Status.ALREADY_AWARDED]} already awarded, "
         f"{counts[Status.REFUSED] + counts[Status.INVALID]} refused, "
-        f"{counts[Status.FAILED] + retrying} failed{later}, {skipped} skipped "
+        f"{counts[Status.FAILED] + retrying} failed{later}, {skipped} skipped{lost} "
         f"in {elapsed:.1f} s ({delivered / max(elapsed, 1e-9):.0f} awards/s)."
     )
 
@@ -209,11 +210,19 @@ class Command(BaseCommand):
             skipped = len(result.lost)
         else:
             skipped = selection.orders().count() - len(result.statuses)
-        self.stdout.write(summary(result.counts, skipped, time.monotonic() - started))
+        elapsed = time.monotonic() - started
+        self.stdout.write(summary(result.counts, skipped, elapsed, len(result.unrecorded)))
         operations = send_due_operations(selection.operations(), Trigger.COMMAND)
         if operations:
             done = ", ".join(f"{count} {status}" for status, count in sorted(operations.items()))
             self.stdout.write(f"Cancellations, refunds and approvals: {done}.")
+        if result.unrecorded:
+            # Exit status 1 and a line on stderr: what cron and monitoring notice.
+            raise CommandError(
+                f"Zinrelo's answer for {len(result.unrecorded)} award(s) could not be stored in "
+                "the database (see the log); they were released, and the next run sends them "
+                "again, when Zinrelo confirms them as already awarded."
+            )
 
     def checked(self, keys: tuple[str, ...]) -> tuple[str, ...]:
         """The keys as the order model's primary key reads them, or a usage error."""

@@ -128,7 +128,12 @@ def test_the_award_page_shows_the_latest_attempts_and_links_to_all(admin_client,
         created_at=timezone.now() + timedelta(minutes=1),
     )
     response = admin_client.get(award_page(awarded_award))
-    forms = response.context["inline_admin_formsets"][0].formset.forms
+    [attempts] = [
+        inline
+        for inline in response.context["inline_admin_formsets"]
+        if inline.formset.model is AwardAttempt
+    ]
+    forms = attempts.formset.forms
     assert len(forms) == ATTEMPTS_SHOWN
     assert forms[0].instance == newest
     link = f"{ATTEMPTS}?award__id__exact={awarded_award.pk}"

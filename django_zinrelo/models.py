@@ -249,6 +249,7 @@ class AwardAttempt(models.Model):
             models.Index(fields=["status_code"], name="zinrelo_attempt_http"),
             models.Index(fields=["error_code"], name="zinrelo_attempt_error"),
             models.Index(fields=["trigger"], name="zinrelo_attempt_trigger"),
+            models.Index(fields=["kind"], name="zinrelo_attempt_kind"),
         ]
 
     def __str__(self) -> str:

@@ -239,9 +239,9 @@ def prepare(
         failed = failed_awards(selection)
         counts["resent"] = failed.count() if dry_run else reset(failed)
         operations = failed_operations(selection)
-        counts["operations_resent"] = (
-            operations.count() if dry_run else len(reset_operations(operations))
-        )
+        resent = operations.count() if dry_run else len(reset_operations(operations))
+        if resent:
+            counts["operations_resent"] = resent
     if record:
         counts["recorded"] = (
             missing_orders(selection).count() if dry_run else record_missing(selection)

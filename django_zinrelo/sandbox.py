@@ -53,6 +53,7 @@ from urllib.parse import parse_qs, urlsplit
 from django_zinrelo.sandbox_ledger import (
     ACTIONS,
     REASONS,
+    LedgerInspection,
     ZinreloError,
     ZinreloLedger,
     encode,
@@ -210,7 +211,7 @@ def _field(container: Any, name: str) -> str | None:
     return None if value in (None, "") or isinstance(value, dict | list) else str(value)
 
 
-class ZinreloSandbox:
+class ZinreloSandbox(LedgerInspection):
     """Zinrelo's v2 API on a loopback port, with its state open to inspection.
 
     The ledger (awards, returns, members) keeps its own lock; the request log and the fault
@@ -330,35 +331,13 @@ class ZinreloSandbox:
     ) -> None:
         self.stop()
 
-    # Inspection (see the module's docstring)
-
-    @property
-    def awarded(self) -> dict[str, dict[str, Any]]:
-        return self._ledger.awarded()
+    # Inspection (see the module's docstring; the ledger's part comes from LedgerInspection)
 
     @property
     def requests(self) -> list[RequestRecord]:
         """A copy of the request log, oldest first."""
         with self._lock:
             return list(self._requests)
-
-    def awards_for(self, order_id: str) -> list[dict[str, Any]]:
-        return self._ledger.awards_for(order_id)
-
-    def order_points(self, order_id: str) -> int:
-        return self._ledger.order_points(order_id)
-
-    def ledger(self, order_id: str) -> dict[str, Any]:
-        return self._ledger.ledger(order_id)
-
-    def deductions(self, order_id: str) -> list[dict[str, Any]]:
-        return self._ledger.deductions(order_id)
-
-    def balance(self, member_id: str) -> dict[str, int]:
-        return self._ledger.balance(member_id)
-
-    def spend(self, member_id: str, points: int) -> dict[str, Any]:
-        return self._ledger.spend(member_id, points)
 
     def reset(self) -> None:
         """Forget everything and rewind the fault generator, as a freshly started sandbox."""

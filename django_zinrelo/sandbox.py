@@ -48,11 +48,12 @@ from datetime import datetime
 from email.message import Message
 from types import MappingProxyType, TracebackType
 from typing import Any, Final
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from django_zinrelo.sandbox_ledger import (
     ACTIONS,
     REASONS,
+    Call,
     LedgerInspection,
     ZinreloError,
     ZinreloLedger,
@@ -209,6 +210,38 @@ def _json_object(headers: Message, body: bytes | None) -> dict[str, Any]:
 def _field(container: Any, name: str) -> str | None:
     value = container.get(name) if isinstance(container, dict) else None
     return None if value in (None, "") or isinstance(value, dict | list) else str(value)
+
+
+def _record(
+    method: str,
+    parts: SplitResult,
+    call: Call | None,
+    reply: _Reply,
+    request: dict[str, Any] | None,
+    data: Any,
+    body: bytes | None,
+) -> RequestRecord:
+    """The request log's line: which order and member it concerned, read where they show."""
+    attributes = request.get("transaction_attributes") if request else None
+    order_id = _field(attributes, "order_id") or _field(data, "order_id")
+    order_id = order_id or _field(data, "returned_for_order_id")
+    if call is not None and call.action in ACTIONS and "idParam=order_id" in parts.query:
+        order_id = order_id or call.target
+    member_id = _field(request, "member_id") or _field(data, "member_id")
+    if call is not None and call.action.startswith("member") and call.target:
+        member_id = call.target
+    points = data.get("points") if isinstance(data, dict) else None
+    return RequestRecord(
+        method,
+        parts.path,
+        reply.status,
+        reply.fault,
+        reply.error_code,
+        order_id,
+        member_id,
+        points if isinstance(points, int) else None,
+        (body or b"").decode("utf-8", errors="replace"),
+    )
 
 
 class ZinreloSandbox(LedgerInspection):
@@ -377,26 +410,7 @@ class ZinreloSandbox(LedgerInspection):
                 reply = replace(reply, fault=fault, delay=self.slow_seconds)
             elif fault == "lost":  # applied; the answer never leaves
                 reply = replace(reply, status=None, fault=fault)
-        attributes = request.get("transaction_attributes") if request else None
-        order_id = _field(attributes, "order_id") or _field(data, "order_id")
-        order_id = order_id or _field(data, "returned_for_order_id")
-        if call is not None and call.action in ACTIONS and "idParam=order_id" in parts.query:
-            order_id = order_id or call.target
-        member_id = _field(request, "member_id") or _field(data, "member_id")
-        if call is not None and call.action.startswith("member") and call.target:
-            member_id = call.target
-        points = data.get("points") if isinstance(data, dict) else None
-        record = RequestRecord(
-            method,
-            path,
-            reply.status,
-            reply.fault,
-            reply.error_code,
-            order_id,
-            member_id,
-            points if isinstance(points, int) else None,
-            (body or b"").decode("utf-8", errors="replace"),
-        )
+        record = _record(method, parts, call, reply, request, data, body)
         with self._lock:
             self._requests.append(record)
         if self.on_request is not None:

@@ -48,11 +48,13 @@ from datetime import datetime
 from email.message import Message
 from types import MappingProxyType, TracebackType
 from typing import Any, Final
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from django_zinrelo.sandbox_ledger import (
     ACTIONS,
     REASONS,
+    Call,
+    LedgerInspection,
     ZinreloError,
     ZinreloLedger,
     encode,
@@ -210,7 +212,39 @@ def _field(container: Any, name: str) -> str | None:
     return None if value in (None, "") or isinstance(value, dict | list) else str(value)
 
 
-class ZinreloSandbox:
+def _record(
+    method: str,
+    parts: SplitResult,
+    call: Call | None,
+    reply: _Reply,
+    request: dict[str, Any] | None,
+    data: Any,
+    body: bytes | None,
+) -> RequestRecord:
+    """The request log's line: which order and member it concerned, read where they show."""
+    attributes = request.get("transaction_attributes") if request else None
+    order_id = _field(attributes, "order_id") or _field(data, "order_id")
+    order_id = order_id or _field(data, "returned_for_order_id")
+    if call is not None and call.action in ACTIONS and "idParam=order_id" in parts.query:
+        order_id = order_id or call.target
+    member_id = _field(request, "member_id") or _field(data, "member_id")
+    if call is not None and call.action.startswith("member") and call.target:
+        member_id = call.target
+    points = data.get("points") if isinstance(data, dict) else None
+    return RequestRecord(
+        method,
+        parts.path,
+        reply.status,
+        reply.fault,
+        reply.error_code,
+        order_id,
+        member_id,
+        points if isinstance(points, int) else None,
+        (body or b"").decode("utf-8", errors="replace"),
+    )
+
+
+class ZinreloSandbox(LedgerInspection):
     """Zinrelo's v2 API on a loopback port, with its state open to inspection.
 
     The ledger (awards, returns, members) keeps its own lock; the request log and the fault
@@ -330,35 +364,13 @@ class ZinreloSandbox:
     ) -> None:
         self.stop()
 
-    # Inspection (see the module's docstring)
-
-    @property
-    def awarded(self) -> dict[str, dict[str, Any]]:
-        return self._ledger.awarded()
+    # Inspection (see the module's docstring; the ledger's part comes from LedgerInspection)
 
     @property
     def requests(self) -> list[RequestRecord]:
         """A copy of the request log, oldest first."""
         with self._lock:
             return list(self._requests)
-
-    def awards_for(self, order_id: str) -> list[dict[str, Any]]:
-        return self._ledger.awards_for(order_id)
-
-    def order_points(self, order_id: str) -> int:
-        return self._ledger.order_points(order_id)
-
-    def ledger(self, order_id: str) -> dict[str, Any]:
-        return self._ledger.ledger(order_id)
-
-    def deductions(self, order_id: str) -> list[dict[str, Any]]:
-        return self._ledger.deductions(order_id)
-
-    def balance(self, member_id: str) -> dict[str, int]:
-        return self._ledger.balance(member_id)
-
-    def spend(self, member_id: str, points: int) -> dict[str, Any]:
-        return self._ledger.spend(member_id, points)
 
     def reset(self) -> None:
         """Forget everything and rewind the fault generator, as a freshly started sandbox."""
@@ -398,26 +410,7 @@ class ZinreloSandbox:
                 reply = replace(reply, fault=fault, delay=self.slow_seconds)
             elif fault == "lost":  # applied; the answer never leaves
                 reply = replace(reply, status=None, fault=fault)
-        attributes = request.get("transaction_attributes") if request else None
-        order_id = _field(attributes, "order_id") or _field(data, "order_id")
-        order_id = order_id or _field(data, "returned_for_order_id")
-        if call is not None and call.action in ACTIONS and "idParam=order_id" in parts.query:
-            order_id = order_id or call.target
-        member_id = _field(request, "member_id") or _field(data, "member_id")
-        if call is not None and call.action.startswith("member") and call.target:
-            member_id = call.target
-        points = data.get("points") if isinstance(data, dict) else None
-        record = RequestRecord(
-            method,
-            path,
-            reply.status,
-            reply.fault,
-            reply.error_code,
-            order_id,
-            member_id,
-            points if isinstance(points, int) else None,
-            (body or b"").decode("utf-8", errors="replace"),
-        )
+        record = _record(method, parts, call, reply, request, data, body)
         with self._lock:
             self._requests.append(record)
         if self.on_request is not None:

@@ -779,3 +779,38 @@ class ZinreloLedger:
             }
             self._record(transaction)
             return copy.deepcopy(transaction)
+
+
+class LedgerInspection:
+    """What Zinrelo holds, read from a test; the same on the sandbox and the testing recorder."""
+
+    _ledger: ZinreloLedger
+
+    @property
+    def awarded(self) -> dict[str, dict[str, Any]]:
+        """Order id -> the award transaction as it stands, with its ``request`` body."""
+        return self._ledger.awarded()
+
+    def awards_for(self, order_id: str) -> list[dict[str, Any]]:
+        """The body of each award accepted for the order (more than one: awarded twice)."""
+        return self._ledger.awards_for(order_id)
+
+    def order_points(self, order_id: str) -> int:
+        """Points the member keeps for the order: awarded minus deducted, 0 if rejected."""
+        return self._ledger.order_points(order_id)
+
+    def ledger(self, order_id: str) -> dict[str, Any]:
+        """awarded, pending, approved, rejected, returned, left and status of the order's award."""
+        return self._ledger.ledger(order_id)
+
+    def deductions(self, order_id: str) -> list[dict[str, Any]]:
+        """The order's returns and reversal, oldest first."""
+        return self._ledger.deductions(order_id)
+
+    def balance(self, member_id: str) -> dict[str, int]:
+        """The member's ``available`` and ``pending`` points."""
+        return self._ledger.balance(member_id)
+
+    def spend(self, member_id: str, points: int) -> dict[str, Any]:
+        """The customer redeems points of its available balance."""
+        return self._ledger.spend(member_id, points)

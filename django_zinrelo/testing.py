@@ -38,6 +38,7 @@ from django_zinrelo.sandbox_ledger import (
     ACTIONS,
     REASONS,
     Call,
+    LedgerInspection,
     ZinreloError,
     ZinreloLedger,
     encode,
@@ -82,14 +83,16 @@ class _Planned:
     applied: bool
 
 
-class ZinreloRecorder:
+class ZinreloRecorder(LedgerInspection):
     """Captures the calls a shop sends and answers them like Zinrelo.
 
     Answers follow the sandbox's rules (:mod:`django_zinrelo.sandbox_ledger`): an award earns one
     point per whole unit of its products' value (of ``order_subtotal`` without products), an
     order id already awarded is answered ``DUPLICATE_ORDER_ID``, returns deduct and are not
     idempotent, pending awards are rejected, approved or reversed. Unlike the sandbox it refuses
-    no member. Use it as a context manager or with :meth:`start` and :meth:`stop`.
+    no member. What Zinrelo holds reads as on the sandbox (``order_points``, ``ledger``,
+    ``deductions``, ``balance``, ``spend``, ``awards_for``, ``awarded``). Use it as a context
+    manager or with :meth:`start` and :meth:`stop`.
     """
 
     def __init__(self) -> None:
@@ -97,8 +100,7 @@ class ZinreloRecorder:
         """Every award body sent, parsed, oldest first (a retried order appears once per call)."""
         self.calls: list[RecordedCall] = []
         """Every call, whatever its operation, oldest first."""
-        self.ledger = ZinreloLedger()
-        """What Zinrelo holds: ``order_points(order_id)``, ``ledger(order_id)``, ``balance()``..."""
+        self._ledger = ZinreloLedger()
         self._planned: deque[_Planned] = deque()
         self._lock = threading.Lock()
         self._stack: contextlib.ExitStack | None = None
@@ -245,7 +247,7 @@ class ZinreloRecorder:
             if call is None:
                 raise not_found()
             request = parse_body(body) if call.has_body else None
-            status, payload = self.ledger.handle(call, query, request)
+            status, payload = self._ledger.handle(call, query, request)
             data = payload["data"]
         except ZinreloError as error:
             status, payload = error.status, error.payload()

@@ -17,7 +17,7 @@ from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
 
 from django_zinrelo.conf import get_settings
-from django_zinrelo.delivery import deliver_order, get_adapter
+from django_zinrelo.delivery import deliver_order, enabled, get_adapter
 from django_zinrelo.dispatch import submit
 from django_zinrelo.models import Award
 
@@ -59,7 +59,7 @@ def order_saved(
     if raw:
         return
     conf = get_settings()
-    if not conf.enabled:
+    if not enabled(conf):
         return
     try:
         if not get_adapter(conf).qualifies(instance):

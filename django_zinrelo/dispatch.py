@@ -4,9 +4,9 @@
 Zinrelo; ``immediate`` runs it in the caller, for tests and scripts; ``tasks`` enqueues it on
 Django's Tasks framework (see ``tasks``), for shops that run workers. Whatever the backend, nothing
 raises back into the shop's code: the award row is the durable record, and ``zinrelo_sync``
-delivers anything a lost thread, a lost task or a killed process left behind. Whatever the backend,
-the work starts in ``run``, which asks the switch again: a delivery queued before the app was
-switched off (a pending commit, a task waiting in a broker) then does nothing.
+delivers anything a lost thread, a lost task or a killed process left behind. On every backend the
+work starts in ``run``, which asks the switch (``delivery.enabled``) again: a delivery queued before
+the app was switched off (a pending commit, a task waiting in a broker) then does nothing.
 """
 
 from __future__ import annotations

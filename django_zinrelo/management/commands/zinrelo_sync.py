@@ -211,7 +211,7 @@ class Command(BaseCommand):
                 until=until,
                 missing=missing,
                 failed=failed,
-                dry_run=dry_run,
+                dry_run=False,
                 concurrency=concurrency,
                 rate=rate,
                 **options,

@@ -27,6 +27,7 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
 from django_zinrelo.conf import get_settings
+from django_zinrelo.delivery import DISABLED, enabled
 from django_zinrelo.models import DONE, Award, AwardAttempt, Operation, Trigger
 from django_zinrelo.operations import ledger, resend_operations
 from django_zinrelo.sync import CHUNK, resend, resync_orders
@@ -306,6 +307,9 @@ class AwardAdmin(ReadOnly, AwardAdminBase):
     @admin.action(description="Re-send to Zinrelo", permissions=["resync"])
     def resend_to_zinrelo(self, request: HttpRequest, queryset: QuerySet[Award]) -> None:
         """Only finally failed awards go again; the others are counted as skipped."""
+        if not enabled(get_settings()):
+            self.message_user(request, DISABLED, messages.WARNING)
+            return
         selected = queryset.count()
         queued = resend(queryset, Trigger.ADMIN)
         skipped = selected - queued
@@ -430,6 +434,9 @@ class OperationAdmin(ReadOnly, OperationAdminBase):
     ) -> None:
         """Only operations that ended undone go again; one whose call may have arrived is
         looked up at Zinrelo before anything is sent."""
+        if not enabled(get_settings()):
+            self.message_user(request, DISABLED, messages.WARNING)
+            return
         selected = queryset.count()
         queued = resend_operations(queryset, Trigger.ADMIN)
         self.message_user(
@@ -455,6 +462,9 @@ def resync_selected(
         modeladmin.message_user(
             request, "You do not have permission to re-sync orders to Zinrelo.", messages.ERROR
         )
+        return
+    if not enabled(get_settings()):
+        modeladmin.message_user(request, DISABLED, messages.WARNING)
         return
     pks = queryset.order_by().values_list("pk", flat=True).iterator(chunk_size=CHUNK)
     with transaction.atomic():

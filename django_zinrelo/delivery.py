@@ -46,17 +46,20 @@ logger = logging.getLogger("django_zinrelo")
 
 INVALID_ORDER = "invalid_order"
 UNAUTHORIZED = "ERROR_UNAUTHORIZED"
+DISABLED: Final = (
+    "Zinrelo is switched off (ZINRELO['ENABLED'] is False): nothing is recorded or sent to Zinrelo."
+)
 
 _reported: set[str] = set()
 
 M = TypeVar("M", bound=Model)
 
 
-def report_once(problem: str, message: str, *args: Any) -> None:
+def report_once(problem: str, message: str, *args: Any, level: int = logging.ERROR) -> None:
     """Configuration problems hit every award alike: say so once per process, not once per order."""
     if problem not in _reported:
         _reported.add(problem)
-        logger.error(message, *args)
+        logger.log(level, message, *args)
 
 
 @lru_cache(maxsize=8)
@@ -84,7 +87,23 @@ def backoff(attempt: int, conf: ZinreloSettings, retry_after: float | None = Non
     return delay
 
 
+def enabled(conf: ZinreloSettings) -> bool:
+    """The switch: every path that would record an award or call Zinrelo asks this first.
+
+    A shop turns the app off exactly when it must not talk to Zinrelo (a staging copy of
+    production data, an incident, a migration), so a path that skips this question is a bug.
+    Logged once per process at INFO: being off is a choice, not a fault, and the paths someone
+    watches (``zinrelo_sync``, the admin's actions) say it to that person themselves.
+    """
+    if not conf.enabled:
+        report_once("disabled", DISABLED, level=logging.INFO)
+    return bool(conf.enabled)
+
+
 def ready(conf: ZinreloSettings) -> bool:
+    """Whether a call to Zinrelo may be made now: the app is on and has its credentials."""
+    if not enabled(conf):
+        return False
     if not conf.has_credentials:
         report_once(
             "credentials",

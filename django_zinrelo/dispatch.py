@@ -4,7 +4,9 @@
 Zinrelo; ``immediate`` runs it in the caller, for tests and scripts; ``tasks`` enqueues it on
 Django's Tasks framework (see ``tasks``), for shops that run workers. Whatever the backend, nothing
 raises back into the shop's code: the award row is the durable record, and ``zinrelo_sync``
-delivers anything a lost thread, a lost task or a killed process left behind.
+delivers anything a lost thread, a lost task or a killed process left behind. On every backend the
+work starts in ``run``, which asks the switch (``delivery.enabled``) again: a delivery queued before
+the app was switched off (a pending commit, a task waiting in a broker) then does nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, TypeVar
 from django.db import close_old_connections
 
 from django_zinrelo.conf import get_settings
+from django_zinrelo.delivery import enabled
 
 logger = logging.getLogger("django_zinrelo")
 
@@ -29,8 +32,10 @@ _pool: tuple[int, ThreadPoolExecutor] | None = None
 
 
 def run(func: Callable[..., R], *args: Any) -> R | None:
-    """``func(*args)``, or None after logging what it raised."""
+    """``func(*args)``, or None after logging what it raised, or None while the app is off."""
     try:
+        if not enabled(get_settings()):
+            return None
         return func(*args)
     except Exception:
         logger.exception("Zinrelo delivery failed; the award stays due for zinrelo_sync")

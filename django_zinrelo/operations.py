@@ -38,6 +38,7 @@ from django_zinrelo.delivery import (
     backoff,
     claim,
     client,
+    enabled,
     finish,
     forget_locals,
     lease,
@@ -114,7 +115,7 @@ def record_refund(
     nothing is sent. Returns the rows as recorded (empty when the app is disabled).
     """
     conf = get_settings()
-    if not conf.enabled:
+    if not enabled(conf):
         return []
     label, order_pk = order_label(order), str(order.pk)
     using = using or order._state.db or "default"
@@ -765,9 +766,12 @@ def announce(operation: Operation) -> None:
 
 def reset_operations(operations: QuerySet[Operation]) -> list[int]:
     """Give final failures a fresh start; one whose call may have arrived is looked up first.
+    None while the app is switched off.
 
     Invalid refunds recorded without an award stay as they are: nothing can send them.
     """
+    if not enabled(get_settings()):
+        return []
     ids = list(
         operations.filter(status__in=OPERATION_FINAL_FAILURES, award__isnull=False).values_list(
             "pk", flat=True

@@ -19,7 +19,7 @@ from django.utils.module_loading import import_string
 
 from django_zinrelo.adapters import RefundAdapter
 from django_zinrelo.conf import get_settings
-from django_zinrelo.delivery import deliver_order, get_adapter
+from django_zinrelo.delivery import deliver_order, enabled, get_adapter
 from django_zinrelo.dispatch import submit
 from django_zinrelo.models import Award
 from django_zinrelo.operations import record_approval, record_cancellation, record_refund
@@ -62,7 +62,7 @@ def order_saved(
     if raw:
         return
     conf = get_settings()
-    if not conf.enabled:
+    if not enabled(conf):
         return
     try:
         adapter = get_adapter(conf)
@@ -101,7 +101,7 @@ def refund_saved(
     if raw:
         return
     conf = get_settings()
-    if not conf.enabled:
+    if not enabled(conf):
         return
     try:
         adapter = load_refund_adapter(conf.refund_adapter)

@@ -38,6 +38,7 @@ from django_zinrelo.delivery import (
     claim,
     client_post,
     deliver,
+    enabled,
     get_adapter,
     give_back,
     lease,
@@ -192,8 +193,11 @@ def chunks(items: Iterable[T], size: int = CHUNK) -> Iterator[tuple[T, ...]]:
 
 
 def record_missing(selection: Selection = EVERYTHING) -> int:
-    """Record awards for selected qualifying orders with none; returns how many were recorded."""
+    """Record awards for selected qualifying orders with none; returns how many were recorded
+    (none while the app is switched off)."""
     conf = get_settings()
+    if not enabled(conf):
+        return 0
     label = order_model()._meta.label_lower
     recorded = 0
     for page in pages(missing_orders(selection).values_list("pk", flat=True)):
@@ -205,7 +209,10 @@ def record_missing(selection: Selection = EVERYTHING) -> int:
 
 
 def reset(awards: QuerySet[Award]) -> int:
-    """Give final failures a fresh start, their payload rebuilt from the order as it is now."""
+    """Give final failures a fresh start, their payload rebuilt from the order as it is now;
+    none while the app is switched off."""
+    if not enabled(get_settings()):
+        return 0
     return update_in_order(
         awards.filter(status__in=FINAL_FAILURES),
         status=Status.PENDING,
@@ -598,6 +605,8 @@ def queue(award_ids: Iterable[int], trigger: str) -> None:
 
 def resend(awards: QuerySet[Award], trigger: str) -> int:
     """Give finally failed awards a fresh start, rebuilt from the order as it is now."""
+    if not enabled(get_settings()):
+        return 0
     ids = list(awards.filter(status__in=FINAL_FAILURES).values_list("pk", flat=True))
     count = reset(Award.objects.filter(pk__in=ids))
     queue(ids, trigger)
@@ -611,6 +620,8 @@ def resync_orders(order_pks: Iterable[object], trigger: str) -> Counter[str]:
     awards it made due are delivered after commit.
     """
     counts: Counter[str] = Counter()
+    if not enabled(get_settings()):
+        return counts
     for chunk in chunks(str(pk) for pk in order_pks):
         selection = Selection(order_pks=chunk)
         counts.update(prepare(selection, record=True, resend=True))

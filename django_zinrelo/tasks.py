@@ -7,7 +7,9 @@ leaves the award due for ``zinrelo_sync``; a task that runs twice sends once, be
 claims the row first. The framework has no retries, so the app's own policy applies: an award that
 ends ``retrying`` is enqueued again for its due time where the backend can hold a task until then
 (``supports_defer``), and is otherwise left to ``zinrelo_sync``. Nothing relies on a task's
-exception reaching anyone: ``ImmediateBackend`` swallows them, so failures are logged here.
+exception reaching anyone: ``ImmediateBackend`` swallows them, so failures are logged here. A task
+enqueued before the app was switched off (``ENABLED = False``) does nothing when a worker runs it:
+each task starts in ``dispatch.run``, which asks the switch first.
 """
 
 from __future__ import annotations

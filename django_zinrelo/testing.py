@@ -10,6 +10,11 @@ end as they would in production.
 The client's ``request`` itself is replaced, not ``requests``: whatever the shop's settings say (a
 real API URL, real keys, the thread backend), a test cannot reach the network.
 
+The recorder switches the app on (``ENABLED = True``) while it is active, on purpose: a shop's
+test settings often keep it off so that no test talks to Zinrelo, and a test that asks for the
+recorder wants to see what the shop would send. Nothing can leave the process while it is active;
+outside it, ``ENABLED = False`` is obeyed by every path (``django_zinrelo.delivery.enabled``).
+
 From pytest, add ``pytest_plugins = ["django_zinrelo.testing"]`` to the root ``conftest.py`` and
 ask for the ``zinrelo_awards`` fixture; from Django's ``TestCase``, mix in
 :class:`ZinreloTestMixin` and use ``self.zinrelo``.
@@ -108,7 +113,10 @@ class ZinreloRecorder(LedgerInspection):
     # Life cycle
 
     def start(self) -> ZinreloRecorder:
-        """Force immediate, enabled delivery (dummy keys if none are set) and intercept calls."""
+        """Force immediate, enabled delivery (dummy keys if none are set) and intercept calls.
+
+        Enabled even where the settings switch the app off: see the module's docstring.
+        """
         if self._stack is not None:
             raise RuntimeError("The recorder is already active.")
         conf = get_settings()

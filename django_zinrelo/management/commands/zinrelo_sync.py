@@ -9,15 +9,20 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from time import sleep
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
+from django.db import close_old_connections
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from django_zinrelo.client import POOL_SIZE
+from django_zinrelo.conf import get_settings
+from django_zinrelo.delivery import DISABLED, enabled
 from django_zinrelo.models import Status, Trigger
 from django_zinrelo.operations import send_due_operations
 from django_zinrelo.sync import Selection, order_model, prepare, preview, send_due
@@ -46,14 +51,19 @@ def moment(text: str, *, end: bool) -> datetime:
     return timezone.make_aware(value) if timezone.is_naive(value) else value
 
 
-def positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise CommandError(f"--rate must be a number of calls per second, not {text!r}.") from None
-    if not value > 0:
-        raise CommandError(f"--rate must be above zero, not {text!r}.")
-    return value
+def positive(option: str, unit: str) -> Callable[[str], float]:
+    """The reader of an option that takes a number above zero."""
+
+    def read(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise CommandError(f"{option} must be a number of {unit}, not {text!r}.") from None
+        if not value > 0:
+            raise CommandError(f"{option} must be above zero, not {text!r}.")
+        return value
+
+    return read
 
 
 class Progress:
@@ -161,10 +171,17 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--rate",
-            type=positive,
+            type=positive("--rate", "calls per second"),
             metavar="R",
             help="Never start more than R calls in any second (Zinrelo's rate limit); a 429 "
             "answer halves the pace, which then recovers by a tenth of R each second.",
+        )
+        parser.add_argument(
+            "--every",
+            type=positive("--every", "seconds"),
+            metavar="SECONDS",
+            help="Run again every SECONDS seconds until Ctrl-C: keeps delivering where no cron "
+            "runs (development).",
         )
 
     def handle(
@@ -178,8 +195,30 @@ class Command(BaseCommand):
         dry_run: bool,
         concurrency: int,
         rate: float | None,
+        every: float | None,
         **options: Any,
     ) -> None:
+        if not enabled(get_settings()):
+            # A dry run still shows what would go once the app is on; it never writes anyway.
+            (self.stderr if dry_run else self.stdout).write(DISABLED)
+            if not dry_run:
+                return
+        if every is not None:
+            if dry_run:
+                raise CommandError("--every repeats a run that sends; it has no --dry-run.")
+            self.repeat(
+                every,
+                orders=orders,
+                since=since,
+                until=until,
+                missing=missing,
+                failed=failed,
+                dry_run=False,
+                concurrency=concurrency,
+                rate=rate,
+                **options,
+            )
+            return
         if not 1 <= concurrency <= POOL_SIZE:
             raise CommandError(f"--concurrency must be between 1 and {POOL_SIZE}.")
         selection = Selection(order_pks=orders and self.checked(orders), since=since, until=until)
@@ -223,6 +262,28 @@ class Command(BaseCommand):
                 "the database (see the log); they were released, and the next run sends them "
                 "again, when Zinrelo confirms them as already awarded."
             )
+
+    def repeat(self, seconds: float, **options: Any) -> None:
+        """Run every ``seconds`` until interrupted: delivery and retries without cron.
+
+        A usage error stops the first run; a later run that fails (the database restarted) is
+        reported and the next one goes on, as the next cron run would.
+        """
+        self.stdout.write(f"Running every {seconds:g} s; quit with CONTROL-C.")
+        first = True
+        try:
+            while True:
+                close_old_connections()
+                try:
+                    self.handle(every=None, **options)
+                except Exception as error:
+                    if first:
+                        raise
+                    self.stderr.write(f"This run failed ({type(error).__name__}: {error}).")
+                first = False
+                sleep(seconds)
+        except KeyboardInterrupt:
+            self.stdout.write("Stopped.")
 
     def checked(self, keys: tuple[str, ...]) -> tuple[str, ...]:
         """The keys as the order model's primary key reads them, or a usage error."""

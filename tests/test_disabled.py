@@ -25,13 +25,23 @@ from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
+from django_zinrelo import record_refund
 from django_zinrelo.delivery import DISABLED
 from django_zinrelo.management.commands import zinrelo_sync
-from django_zinrelo.models import Award, AwardAttempt, Status, Trigger
+from django_zinrelo.models import (
+    Action,
+    Award,
+    AwardAttempt,
+    Operation,
+    OperationStatus,
+    Status,
+    Trigger,
+)
+from django_zinrelo.operations import deliver_for_order
 from django_zinrelo.sync import deliver_due, record_missing, resend, reset, resync_orders
 from django_zinrelo.tasks import deliver_award
 from tests.sandboxed import award_calls, new_order, serving
-from tests.shop.models import Order
+from tests.shop.models import Order, Refund
 from tests.test_tasks import DUMMY, run, tasks_delivery
 
 pytestmark = pytest.mark.django_db
@@ -277,3 +287,83 @@ def test_the_sync_functions_a_shop_may_call_directly_do_nothing(django_capture_o
         assert award_calls(sandbox) == []
 
         assert record_missing() == 1
+
+
+def operation_rows() -> list[Any]:
+    return list(Operation.objects.order_by("pk").values())
+
+
+def returns(sandbox) -> list[Any]:
+    return [r for r in sandbox.requests if not r.path.endswith("/transactions/award")]
+
+
+def awarded_order(number: str) -> Order:
+    """An order whose award Zinrelo holds, so that cancelling or refunding it has work to do."""
+    order = new_order(number, email=f"{number.lower()}@example.com")
+    deliver_due()
+    assert Award.objects.get(order_pk=str(order.pk)).status == Status.AWARDED
+    return order
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancellations_and_refunds_record_and_send_nothing_while_switched_off():
+    with serving() as sandbox:
+        order = awarded_order("OFF-1")
+        before = rows(), operation_rows()
+        with switched_off():
+            assert record_refund(order, "R-1", amount=Decimal("5")) == []
+            Refund.objects.create(order=order, number="RF-1", status="completed")
+            order.status = "cancelled"
+            order.save()
+            assert "switched off" in sync()[0]
+        assert (rows(), operation_rows()) == before
+        assert returns(sandbox) == []
+
+        # Switched on again, the same paths do their work.
+        order.refresh_from_db()
+        record_refund(order, "R-2", amount=Decimal("5"))
+        assert len(returns(sandbox)) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_operations_recorded_before_the_switch_are_not_sent_by_any_path(admin_client):
+    with serving() as sandbox:
+        order = awarded_order("OFF-2")
+        Operation.objects.create(
+            award=Award.objects.get(),
+            order_model=Order._meta.label_lower,
+            order_pk=str(order.pk),
+            action=Action.RETURN,
+            key="refund:R-3",
+            refund_id="R-3",
+            amount=Decimal("5"),
+        )
+        failed = Operation.objects.create(
+            award=Award.objects.get(),
+            order_model=Order._meta.label_lower,
+            order_pk=str(order.pk),
+            action=Action.RETURN,
+            key="refund:R-4",
+            refund_id="R-4",
+            amount=Decimal("5"),
+            status=OperationStatus.FAILED,
+        )
+        before = operation_rows()
+        with switched_off():
+            deliver_for_order(Order._meta.label_lower, str(order.pk), Trigger.REFUND)
+            deliver_due()
+            assert "switched off" in sync("--failed")[0]
+            response = admin_client.post(
+                reverse("admin:django_zinrelo_operation_changelist"),
+                {
+                    "action": "resend_operations_to_zinrelo",
+                    "index": 0,
+                    "_selected_action": [failed.pk],
+                },
+            )
+            assert [str(m) for m in get_messages(response.wsgi_request)] == [DISABLED]
+        assert operation_rows() == before
+        assert returns(sandbox) == []
+
+        deliver_due()
+        assert len(returns(sandbox)) == 1

@@ -38,7 +38,7 @@ from django_zinrelo.models import (
     Trigger,
     update_each,
 )
-from django_zinrelo.payloads import InvalidOrder, build_payload, text
+from django_zinrelo.payloads import MAX_ORDER_ID, InvalidOrder, build_payload, shop_code, text
 from django_zinrelo.signals import award_delivered, award_failed
 
 logger = logging.getLogger("django_zinrelo")
@@ -120,19 +120,23 @@ def claim(award_ids: Sequence[int], hold: timedelta) -> list[Award]:
 
 
 def build(award: Award) -> dict[str, Any]:
+    """The body for an award, read from its order as it is now; :class:`InvalidOrder` when the
+    order cannot be sent, including when the shop's code (its adapter, its order model's
+    manager) raises for it."""
     conf = get_settings()
     try:
         model = apps.get_model(award.order_model)
     except LookupError:
         raise InvalidOrder(f"The order model {award.order_model!r} is not installed.") from None
-    order = model._default_manager.filter(pk=award.order_pk).first()
+    with shop_code(f"Reading order {award.order_pk} through {model._meta.label}'s manager"):
+        order = model._default_manager.filter(pk=award.order_pk).first()
     if order is None:
         raise InvalidOrder(f"Order {award.order_pk} no longer exists.")
     adapter = get_adapter(conf)
     # Known even when the payload is refused, so staff find an invalid award by its order id;
     # a failing order_id() is reported by build_payload with its reason.
     with suppress(Exception):
-        award.order_id = text(adapter.order_id(order))[:128]
+        award.order_id = text(adapter.order_id(order))[:MAX_ORDER_ID]
     return build_payload(adapter, order, award.activity_id)
 
 
@@ -145,8 +149,8 @@ def body_for(award: Award) -> str | None:
         except InvalidOrder as invalid:
             refuse_invalid(award, invalid.reason)
             return None
-        award.member_id = award.payload["member_id"][:254]
-        award.order_id = award.payload["transaction_attributes"]["order_id"][:128]
+        award.member_id = award.payload["member_id"]
+        award.order_id = award.payload["transaction_attributes"]["order_id"]
         award.save(update_fields=["payload", "member_id", "order_id", "updated_at"])
     return json.dumps(award.payload, ensure_ascii=False, separators=(",", ":"))
 

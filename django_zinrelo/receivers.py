@@ -20,6 +20,7 @@ from django_zinrelo.conf import get_settings
 from django_zinrelo.delivery import deliver_order, get_adapter
 from django_zinrelo.dispatch import submit
 from django_zinrelo.models import Award
+from django_zinrelo.sync import order_model
 
 logger = logging.getLogger("django_zinrelo")
 
@@ -64,7 +65,8 @@ def order_saved(
     try:
         if not get_adapter(conf).qualifies(instance):
             return
-        label = instance._meta.label_lower
+        # A save through a proxy or a subclass of the order model is recorded under the model.
+        label = order_model()._meta.label_lower
         order_pk = str(instance.pk)
         record(label, order_pk, conf.activity_id, using)
         transaction.on_commit(

@@ -21,3 +21,16 @@ class OrderLine(models.Model):
     quantity = models.IntegerField(default=1)
     unit_price = models.DecimalField(max_digits=12, decimal_places=3, null=True)
     category = models.CharField(max_length=100, blank=True)
+
+
+class ProxyOrder(Order):
+    """The same orders seen through another class, as a shop's back office often does."""
+
+    class Meta:
+        proxy = True
+
+
+class GiftOrder(Order):
+    """A kind of order with a table of its own (multi-table inheritance): still an order."""
+
+    message = models.CharField(max_length=200, blank=True)

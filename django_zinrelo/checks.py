@@ -20,8 +20,9 @@ from django_zinrelo.conf import (
     user_settings,
 )
 
-POSITIVE_NUMBERS = ("CONNECT_TIMEOUT", "READ_TIMEOUT", "MAX_ATTEMPTS", "THREADS")
+POSITIVE_NUMBERS = ("CONNECT_TIMEOUT", "READ_TIMEOUT", "RETRY_FOR", "MAX_ATTEMPTS", "THREADS")
 NON_NEGATIVE_NUMBERS = ("BACKOFF_BASE", "BACKOFF_CAP")
+OPTIONAL = ("MAX_ATTEMPTS",)  # None: no limit of its own
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
@@ -130,6 +131,8 @@ def check_values(conf: ZinreloSettings) -> list[CheckMessage]:
         )
     for name in POSITIVE_NUMBERS + NON_NEGATIVE_NUMBERS:
         value = getattr(conf, name.lower())
+        if value is None and name in OPTIONAL:
+            continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             problems.append(f"{name} must be a number, not {value!r}")
         elif value < 0 or (value == 0 and name in POSITIVE_NUMBERS):

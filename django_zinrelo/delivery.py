@@ -282,17 +282,42 @@ def outcome_fields(award: Award, reply: Reply, conf: ZinreloSettings) -> dict[st
         fields["status"] = Status.ALREADY_AWARDED
     elif reply.outcome is Outcome.REFUSED:
         fields["status"] = Status.REFUSED
-    elif attempts >= conf.max_attempts:
-        fields.update(
-            status=Status.FAILED,
-            last_reason=f"Gave up after {attempts} attempts. Last: {reply.reason}",
+    else:
+        fields.update(retry_fields(award, attempts, reply, conf))
+    return fields
+
+
+def retry_fields(
+    award: Award, attempts: int, reply: Reply, conf: ZinreloSettings
+) -> dict[str, Any]:
+    """After a transient failure: try again after a backoff while the retry budget lasts.
+
+    The budget is ``RETRY_FOR`` from the first failure of the current run of failures (a re-send
+    by a person starts a new one, as does an award failing since before the budget existed),
+    and ``MAX_ATTEMPTS`` calls when a shop sets it. Time says what a shop means ("keep trying
+    through a day's outage"); a count would cover more or less time as the backoff changes.
+    """
+    now = timezone.now()
+    since = award.retrying_since if award.attempts and award.retrying_since else now
+    if conf.max_attempts is not None and attempts >= conf.max_attempts:
+        reason = f"Gave up after {attempts} attempts. Last: {reply.reason}"
+    elif now - since >= timedelta(seconds=conf.retry_for):
+        reason = (
+            f"Gave up after {attempts} attempts over {hours(now - since)} "
+            f"(RETRY_FOR). Last: {reply.reason}"
         )
     else:
         delay = backoff(attempts, conf, reply.retry_after)
-        fields.update(
-            status=Status.RETRYING, next_attempt_at=timezone.now() + timedelta(seconds=delay)
-        )
-    return fields
+        return {
+            "status": Status.RETRYING,
+            "retrying_since": since,
+            "next_attempt_at": now + timedelta(seconds=delay),
+        }
+    return {"status": Status.FAILED, "retrying_since": since, "last_reason": reason}
+
+
+def hours(span: timedelta) -> str:
+    return f"{span.total_seconds() / 3600:.1f} h"
 
 
 POINTS_RANGE = range(-(2**31), 2**31)  # Award.points is an IntegerField on every database
@@ -385,6 +410,7 @@ STATE: Final = (
     "status",
     "attempts",
     "next_attempt_at",
+    "retrying_since",
     "claimed_until",
     "claim",
     "points",

@@ -66,6 +66,8 @@ def test_plain_http_only_to_loopback_or_in_debug(url, debug, expected):
         {"ENABLED": "yes"},
         {"MAX_ATTEMPTS": 0},
         {"MAX_ATTEMPTS": 2.5},
+        {"RETRY_FOR": 0},
+        {"RETRY_FOR": None},
         {"READ_TIMEOUT": "5"},
         {"BACKOFF_BASE": -1},
         {"THREADS": 0},
@@ -73,6 +75,11 @@ def test_plain_http_only_to_loopback_or_in_debug(url, debug, expected):
 )
 def test_invalid_values(changes):
     assert ids(**changes) == ["django_zinrelo.E006"]
+
+
+def test_a_count_of_attempts_is_optional():
+    assert ids(MAX_ATTEMPTS=None) == []
+    assert ids(MAX_ATTEMPTS=10, RETRY_FOR=3600) == []
 
 
 def test_unknown_keys_warn():

@@ -12,9 +12,11 @@ from django.core.checks import CheckMessage, Error, Warning
 from django.utils.module_loading import import_string
 
 from django_zinrelo.adapters import OrderAdapter
+from django_zinrelo.client import fits_a_header
 from django_zinrelo.conf import (
     DEFAULTS,
     DELIVERY_CHOICES,
+    ENVIRONMENT,
     ZinreloSettings,
     get_settings,
     user_settings,
@@ -47,11 +49,28 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="django_zinrelo.E001",
             )
         )
+    messages += check_credentials(conf)
     messages += check_order_model(conf)
     messages += check_adapter(conf)
     messages += check_api_url(conf)
     messages += check_values(conf)
     return messages
+
+
+def check_credentials(conf: ZinreloSettings) -> list[CheckMessage]:
+    """Credentials that cannot travel as HTTP headers; the message never shows their value."""
+    return [
+        Error(
+            f"ZINRELO['{name}'] holds a line break, a space at its start or end, or a character "
+            "that is not printable ASCII: it cannot be sent as an HTTP header, so every award "
+            "would be refused.",
+            hint=f"Copy it again from Zinrelo's admin console (General → Settings); if it comes "
+            f"from the environment variable {ENVIRONMENT[name]}, check where that is set.",
+            id="django_zinrelo.E007",
+        )
+        for name, value in (("PARTNER_ID", conf.partner_id), ("API_KEY", conf.api_key))
+        if value is not None and not fits_a_header(str(value))
+    ]
 
 
 def check_order_model(conf: ZinreloSettings) -> list[CheckMessage]:

@@ -27,7 +27,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from django_zinrelo.adapters import OrderAdapter
-from django_zinrelo.client import Outcome, Reply, get_client
+from django_zinrelo.client import REQUEST_ERROR, Outcome, Reply, get_client
 from django_zinrelo.conf import ZinreloSettings, get_settings
 from django_zinrelo.models import (
     DONE,
@@ -373,17 +373,15 @@ def record(calls: Sequence[Call], conf: ZinreloSettings) -> None:
 
 
 def report(award: Award, reply: Reply) -> None:
-    if reply.status_code == 401 or reply.error_code == UNAUTHORIZED:
-        report_once(
-            "unauthorized",
-            "Zinrelo rejected the API credentials (HTTP 401): every award will be refused until "
-            "ZINRELO['PARTNER_ID'] and ZINRELO['API_KEY'] are fixed; then re-send the refused "
-            "awards from the admin or with zinrelo_sync --failed.",
-        )
+    """Log an answer: a configuration problem (bad credentials, a request that cannot be made)
+    hits every award alike, so it is an ERROR once per process and a WARNING for each award."""
+    problem = configuration_problem(reply)
+    if problem is not None:
+        report_once(problem, CONFIGURATION_PROBLEMS[problem], reply.reason)
     elif reply.outcome is not Outcome.RETRYABLE:
-        _reported.discard("unauthorized")
+        _reported.difference_update(CONFIGURATION_PROBLEMS)  # fixed: say so again if it comes back
     logger.log(
-        LOG_LEVELS[award.status],
+        logging.WARNING if problem is not None else LOG_LEVELS[award.status],
         "Zinrelo award %s (order %s): %s after attempt %s, HTTP %s %s %s",
         award.pk,
         award.order_id,
@@ -393,6 +391,23 @@ def report(award: Award, reply: Reply) -> None:
         reply.error_code,
         reply.reason,
     )
+
+
+CONFIGURATION_PROBLEMS: Final = {
+    UNAUTHORIZED: "Zinrelo rejected the API credentials (HTTP 401, saying %r). Every award "
+    "will be refused until ZINRELO['PARTNER_ID'] and ZINRELO['API_KEY'] are fixed; then re-send "
+    "the refused awards from the admin or with zinrelo_sync --failed.",
+    REQUEST_ERROR: "No call to Zinrelo can be made: %s Every award will be refused until this is "
+    "fixed; then re-send the refused awards from the admin or with zinrelo_sync --failed.",
+}
+
+
+def configuration_problem(reply: Reply) -> str | None:
+    if reply.status_code == 401 or reply.error_code == UNAUTHORIZED:
+        return UNAUTHORIZED
+    if reply.error_code == REQUEST_ERROR:
+        return REQUEST_ERROR
+    return None
 
 
 LOG_LEVELS: dict[str, int] = {

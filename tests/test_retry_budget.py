@@ -70,8 +70,9 @@ def test_after_48_hours_of_failures_the_award_fails_and_says_why(zinrelo, clock)
 
 
 def test_a_re_send_by_a_person_starts_a_new_budget(
-    zinrelo, clock, django_capture_on_commit_callbacks
+    zinrelo, clock, settings, django_capture_on_commit_callbacks
 ):
+    settings.ZINRELO = {**settings.ZINRELO, "RETRY_FOR": 3 * 3600}
     refused(zinrelo, "SERVICE_UNAVAILABLE", status=503)
     make_order(status="paid")
     award, _ = failing_for(clock, timedelta(days=30))

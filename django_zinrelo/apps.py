@@ -20,9 +20,15 @@ class ZinreloConfig(AppConfig):
         conf = get_settings()
         order_model = model_or_none(conf.order_model)  # else reported by check E002
         if order_model is not None:
-            post_save.connect(
-                order_saved, sender=order_model, dispatch_uid="django_zinrelo.order_saved"
-            )
+            # A proxy of the order model, or a subclass with its own table (multi-table
+            # inheritance), saves a row of the order model's table: an order like any other.
+            # Django sends post_save with the class saved through as sender, so each is
+            # connected by name; saves of every other model never reach the receiver.
+            for model in apps.get_models():
+                if issubclass(model, order_model):
+                    post_save.connect(
+                        order_saved, sender=model, dispatch_uid="django_zinrelo.order_saved"
+                    )
         refund_model = model_or_none(conf.refund_model)
         if refund_model is not None:
             post_save.connect(

@@ -12,16 +12,19 @@ from django.core.checks import CheckMessage, Error, Warning
 from django.utils.module_loading import import_string
 
 from django_zinrelo.adapters import OrderAdapter, RefundAdapter
+from django_zinrelo.client import fits_a_header
 from django_zinrelo.conf import (
     DEFAULTS,
     DELIVERY_CHOICES,
+    ENVIRONMENT,
     ZinreloSettings,
     get_settings,
     user_settings,
 )
 
-POSITIVE_NUMBERS = ("CONNECT_TIMEOUT", "READ_TIMEOUT", "MAX_ATTEMPTS", "THREADS")
+POSITIVE_NUMBERS = ("CONNECT_TIMEOUT", "READ_TIMEOUT", "RETRY_FOR", "MAX_ATTEMPTS", "THREADS")
 NON_NEGATIVE_NUMBERS = ("BACKOFF_BASE", "BACKOFF_CAP")
+OPTIONAL = ("MAX_ATTEMPTS",)  # None: no limit of its own
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
@@ -46,12 +49,29 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="django_zinrelo.E001",
             )
         )
+    messages += check_credentials(conf)
     messages += check_order_model(conf)
     messages += check_adapter(conf)
     messages += check_refunds(conf)
     messages += check_api_url(conf)
     messages += check_values(conf)
     return messages
+
+
+def check_credentials(conf: ZinreloSettings) -> list[CheckMessage]:
+    """Credentials that cannot travel as HTTP headers; the message never shows their value."""
+    return [
+        Error(
+            f"ZINRELO['{name}'] holds a line break, a space at its start or end, or a character "
+            "that is not printable ASCII: it cannot be sent as an HTTP header, so every award "
+            "would be refused.",
+            hint=f"Copy it again from Zinrelo's admin console (General → Settings); if it comes "
+            f"from the environment variable {ENVIRONMENT[name]}, check where that is set.",
+            id="django_zinrelo.E007",
+        )
+        for name, value in (("PARTNER_ID", conf.partner_id), ("API_KEY", conf.api_key))
+        if value is not None and not fits_a_header(str(value))
+    ]
 
 
 def check_order_model(conf: ZinreloSettings) -> list[CheckMessage]:
@@ -165,6 +185,8 @@ def check_values(conf: ZinreloSettings) -> list[CheckMessage]:
         )
     for name in POSITIVE_NUMBERS + NON_NEGATIVE_NUMBERS:
         value = getattr(conf, name.lower())
+        if value is None and name in OPTIONAL:
+            continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             problems.append(f"{name} must be a number, not {value!r}")
         elif value < 0 or (value == 0 and name in POSITIVE_NUMBERS):

@@ -149,6 +149,13 @@ def classify(status: int, body: str, retry_after: str | None = None) -> Reply:
     return Reply(Outcome.REFUSED, status, error_code, reason, data, body=excerpt)
 
 
+def fits_a_header(value: str) -> bool:
+    """Whether a credential can travel as an HTTP header value as it is: printable ASCII with no
+    space around it. A newline or a leading space (a key pasted from an email or a file) makes
+    requests refuse the header; a trailing one would be sent and refused by Zinrelo."""
+    return value == value.strip() and value.isascii() and value.isprintable()
+
+
 class ZinreloClient:
     """One pooled session per set of credentials; the key lives only in the session's headers."""
 
@@ -157,6 +164,12 @@ class ZinreloClient:
     ) -> None:
         self.partner_id = partner_id
         self.timeout = (connect_timeout, read_timeout)
+        # The setting to fix, never its value: the value may be the key.
+        self.malformed = [
+            name
+            for name, value in (("PARTNER_ID", partner_id), ("API_KEY", api_key))
+            if not fits_a_header(value)
+        ]
         self.session = requests.Session()
         self.session.headers.update(
             {
@@ -188,6 +201,16 @@ class ZinreloClient:
         The one place every call to Zinrelo passes, so the testing kit answers them all here.
         """
         started = time.monotonic()
+        if self.malformed:
+            settings = " and ".join(f"ZINRELO['{name}']" for name in self.malformed)
+            return Reply(
+                Outcome.REFUSED,
+                None,
+                REQUEST_ERROR,
+                f"{settings} holds a line break, a space at its start or end, or a character "
+                "that is not printable ASCII, so it cannot be sent as an HTTP header: check it "
+                "(copy it again from Zinrelo's admin console).",
+            )
         try:
             response = self.session.request(
                 method,

@@ -33,7 +33,8 @@ DEFAULTS: Final[dict[str, Any]] = {
     "ACTIVITY_ID": "made_a_purchase",
     "CONNECT_TIMEOUT": 2.0,
     "READ_TIMEOUT": 5.0,
-    "MAX_ATTEMPTS": 10,
+    "RETRY_FOR": 48 * 3600.0,
+    "MAX_ATTEMPTS": None,
     "BACKOFF_BASE": 30.0,
     "BACKOFF_CAP": 3600.0,
     "DELIVERY": "thread",
@@ -60,7 +61,8 @@ class ZinreloSettings:
     activity_id: str
     connect_timeout: float
     read_timeout: float
-    max_attempts: int
+    retry_for: float
+    max_attempts: int | None
     backoff_base: float
     backoff_cap: float
     delivery: str

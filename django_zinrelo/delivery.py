@@ -27,7 +27,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from django_zinrelo.adapters import OrderAdapter
-from django_zinrelo.client import Outcome, Reply, ZinreloClient, get_client
+from django_zinrelo.client import REQUEST_ERROR, Outcome, Reply, ZinreloClient, get_client
 from django_zinrelo.conf import ZinreloSettings, get_settings
 from django_zinrelo.models import (
     DONE,
@@ -39,7 +39,7 @@ from django_zinrelo.models import (
     Trigger,
     update_each,
 )
-from django_zinrelo.payloads import InvalidOrder, build_payload, text
+from django_zinrelo.payloads import MAX_ORDER_ID, InvalidOrder, build_payload, shop_code, text
 from django_zinrelo.signals import award_delivered, award_failed
 
 logger = logging.getLogger("django_zinrelo")
@@ -168,19 +168,23 @@ def claim(award_ids: Sequence[int], hold: timedelta, model: type[Outbox] = Award
 
 
 def build(award: Award) -> dict[str, Any]:
+    """The body for an award, read from its order as it is now; :class:`InvalidOrder` when the
+    order cannot be sent, including when the shop's code (its adapter, its order model's
+    manager) raises for it."""
     conf = get_settings()
     try:
         model = apps.get_model(award.order_model)
     except LookupError:
         raise InvalidOrder(f"The order model {award.order_model!r} is not installed.") from None
-    order = model._default_manager.filter(pk=award.order_pk).first()
+    with shop_code(f"Reading order {award.order_pk} through {model._meta.label}'s manager"):
+        order = model._default_manager.filter(pk=award.order_pk).first()
     if order is None:
         raise InvalidOrder(f"Order {award.order_pk} no longer exists.")
     adapter = get_adapter(conf)
     # Known even when the payload is refused, so staff find an invalid award by its order id;
     # a failing order_id() is reported by build_payload with its reason.
     with suppress(Exception):
-        award.order_id = text(adapter.order_id(order))[:128]
+        award.order_id = text(adapter.order_id(order))[:MAX_ORDER_ID]
     return build_payload(adapter, order, award.activity_id)
 
 
@@ -193,8 +197,8 @@ def body_for(award: Award) -> str | None:
         except InvalidOrder as invalid:
             refuse_invalid(award, invalid.reason)
             return None
-        award.member_id = award.payload["member_id"][:254]
-        award.order_id = award.payload["transaction_attributes"]["order_id"][:128]
+        award.member_id = award.payload["member_id"]
+        award.order_id = award.payload["transaction_attributes"]["order_id"]
         award.save(update_fields=["payload", "member_id", "order_id", "updated_at"])
     return json.dumps(award.payload, ensure_ascii=False, separators=(",", ":"))
 
@@ -337,17 +341,42 @@ def outcome_fields(award: Award, reply: Reply, conf: ZinreloSettings) -> dict[st
         fields["status"] = Status.ALREADY_AWARDED
     elif reply.outcome is Outcome.REFUSED:
         fields["status"] = Status.REFUSED
-    elif attempts >= conf.max_attempts:
-        fields.update(
-            status=Status.FAILED,
-            last_reason=f"Gave up after {attempts} attempts. Last: {reply.reason}",
+    else:
+        fields.update(retry_fields(award, attempts, reply, conf))
+    return fields
+
+
+def retry_fields(
+    award: Outbox, attempts: int, reply: Reply, conf: ZinreloSettings
+) -> dict[str, Any]:
+    """After a transient failure: try again after a backoff while the retry budget lasts.
+
+    The budget is ``RETRY_FOR`` from the first failure of the current run of failures (a re-send
+    by a person starts a new one, as does an award failing since before the budget existed),
+    and ``MAX_ATTEMPTS`` calls when a shop sets it. Time says what a shop means ("keep trying
+    through a day's outage"); a count would cover more or less time as the backoff changes.
+    """
+    now = timezone.now()
+    since = award.retrying_since if award.attempts and award.retrying_since else now
+    if conf.max_attempts is not None and attempts >= conf.max_attempts:
+        reason = f"Gave up after {attempts} attempts. Last: {reply.reason}"
+    elif now - since >= timedelta(seconds=conf.retry_for):
+        reason = (
+            f"Gave up after {attempts} attempts over {hours(now - since)} "
+            f"(RETRY_FOR). Last: {reply.reason}"
         )
     else:
         delay = backoff(attempts, conf, reply.retry_after)
-        fields.update(
-            status=Status.RETRYING, next_attempt_at=timezone.now() + timedelta(seconds=delay)
-        )
-    return fields
+        return {
+            "status": Status.RETRYING,
+            "retrying_since": since,
+            "next_attempt_at": now + timedelta(seconds=delay),
+        }
+    return {"status": Status.FAILED, "retrying_since": since, "last_reason": reason}
+
+
+def hours(span: timedelta) -> str:
+    return f"{span.total_seconds() / 3600:.1f} h"
 
 
 POINTS_RANGE = range(-(2**31), 2**31)  # Award.points is an IntegerField on every database
@@ -455,17 +484,15 @@ def lost_answer(item: Call, error: BaseException) -> None:
 
 
 def report(award: Award, reply: Reply) -> None:
-    if reply.status_code == 401 or reply.error_code == UNAUTHORIZED:
-        report_once(
-            "unauthorized",
-            "Zinrelo rejected the API credentials (HTTP 401): every award will be refused until "
-            "ZINRELO['PARTNER_ID'] and ZINRELO['API_KEY'] are fixed; then re-send the refused "
-            "awards from the admin or with zinrelo_sync --failed.",
-        )
+    """Log an answer: a configuration problem (bad credentials, a request that cannot be made)
+    hits every award alike, so it is an ERROR once per process and a WARNING for each award."""
+    problem = configuration_problem(reply)
+    if problem is not None:
+        report_once(problem, CONFIGURATION_PROBLEMS[problem], reply.reason)
     elif reply.outcome is not Outcome.RETRYABLE:
-        _reported.discard("unauthorized")
+        _reported.difference_update(CONFIGURATION_PROBLEMS)  # fixed: say so again if it comes back
     logger.log(
-        LOG_LEVELS[award.status],
+        logging.WARNING if problem is not None else LOG_LEVELS[award.status],
         "Zinrelo award %s (order %s): %s after attempt %s, HTTP %s %s %s",
         award.pk,
         award.order_id,
@@ -475,6 +502,23 @@ def report(award: Award, reply: Reply) -> None:
         reply.error_code,
         reply.reason,
     )
+
+
+CONFIGURATION_PROBLEMS: Final = {
+    UNAUTHORIZED: "Zinrelo rejected the API credentials (HTTP 401, saying %r). Every award "
+    "will be refused until ZINRELO['PARTNER_ID'] and ZINRELO['API_KEY'] are fixed; then re-send "
+    "the refused awards from the admin or with zinrelo_sync --failed.",
+    REQUEST_ERROR: "No call to Zinrelo can be made: %s Every award will be refused until this is "
+    "fixed; then re-send the refused awards from the admin or with zinrelo_sync --failed.",
+}
+
+
+def configuration_problem(reply: Reply) -> str | None:
+    if reply.status_code == 401 or reply.error_code == UNAUTHORIZED:
+        return UNAUTHORIZED
+    if reply.error_code == REQUEST_ERROR:
+        return REQUEST_ERROR
+    return None
 
 
 LOG_LEVELS: dict[str, int] = {
@@ -492,6 +536,7 @@ STATE: Final = (
     "status",
     "attempts",
     "next_attempt_at",
+    "retrying_since",
     "claimed_until",
     "claim",
     "points",

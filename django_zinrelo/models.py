@@ -62,6 +62,12 @@ class Outbox(models.Model):
     status = models.CharField(max_length=20, default="pending")  # each model gives its choices
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)
+    retrying_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When its current run of failures began (see RETRY_FOR).",
+    )
     claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
     claim = models.UUIDField(null=True, blank=True, editable=False)
     payload = models.JSONField(null=True, blank=True, editable=False)

@@ -35,7 +35,6 @@ from django_zinrelo.client import Outcome, Reply
 from django_zinrelo.conf import ZinreloSettings, get_settings
 from django_zinrelo.delivery import (
     answered,
-    backoff,
     claim,
     client,
     enabled,
@@ -44,6 +43,7 @@ from django_zinrelo.delivery import (
     lease,
     ready,
     release,
+    retry_fields,
     settle,
 )
 from django_zinrelo.dispatch import submit
@@ -686,17 +686,17 @@ class Settle:
         operation.attempts += 1
 
     def retry(self, reply: Reply | None, reason: str) -> None:
+        """Try again later, with the awards' backoff and retry budget; an operation whose call
+        may have arrived waits as ``checking``, to be looked up first."""
         operation = self.operation
-        status = OperationStatus.CHECKING if operation.check_first else OperationStatus.RETRYING
-        fields: dict[str, Any] = {**(answer_fields(reply) if reply else {}), "last_reason": reason}
-        if operation.attempts >= self.conf.max_attempts:
-            fields.update(
-                status=OperationStatus.FAILED,
-                last_reason=f"Gave up after {operation.attempts} attempts. Last: {reason}",
-            )
-        else:
-            delay = backoff(operation.attempts, self.conf, reply.retry_after if reply else None)
-            fields.update(status=status, next_attempt_at=timezone.now() + timedelta(seconds=delay))
+        failure = reply or Reply(Outcome.RETRYABLE, None, reason=reason)
+        fields = {
+            **answer_fields(failure),
+            "last_reason": reason,
+            **retry_fields(operation, operation.attempts, failure, self.conf),
+        }
+        if fields["status"] == Status.RETRYING and operation.check_first:
+            fields["status"] = OperationStatus.CHECKING
         self.finish(fields)
 
     def local(self, outcome: Local) -> None:

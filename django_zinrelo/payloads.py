@@ -9,7 +9,8 @@ rather than rounded, because a float amount is already inexact.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, TypeVar
@@ -22,6 +23,10 @@ MIN_SUBTOTAL: Final = Decimal("0.01")
 MAX_INTEGER_DIGITS: Final = 15
 MAX_DECIMAL_PLACES: Final = 12
 DATE_FORMAT: Final = "%m/%d/%Y %H:%M:%S"
+# The longest ids the award log stores (its order_id and member_id columns): a longer one would be
+# sent whole but kept cut, and staff could not find the award by what Zinrelo shows.
+MAX_ORDER_ID: Final = 128
+MAX_MEMBER_ID: Final = 254  # the longest email address
 # Control characters mean nothing to Zinrelo and PostgreSQL refuses NUL in text and JSON columns.
 CONTROL_CHARACTERS: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -108,24 +113,45 @@ def zinrelo_date(value: Any, label: str) -> str:
     return utc.strftime(DATE_FORMAT)
 
 
-def text_list(value: Any) -> list[str]:
-    """Accept one string or several; a lone string is one item, never its characters."""
+def items(value: Any) -> list[Any]:
+    """One item or several: None is none, and a lone string is one item, never its characters."""
     if value is None:
         return []
-    items = [value] if isinstance(value, str) else list(value)
-    return [cleaned for cleaned in (text(item) for item in items) if cleaned]
+    return [value] if isinstance(value, str) else list(value)
+
+
+def text_list(value: Any) -> list[str]:
+    return [cleaned for cleaned in (text(item) for item in items(value)) if cleaned]
+
+
+@contextmanager
+def shop_code(what: str) -> Iterator[None]:
+    """Run the shop's own code (an adapter method, its order model's manager): whatever it raises
+    is that one order's problem, said as ``what`` and the exception's type and message.
+
+    Only the type and message are kept, never the exception: its traceback's frames hold the
+    shop's data as local variables, which error reporters capture.
+    """
+    try:
+        yield
+    except InvalidOrder:
+        raise
+    except Exception as error:
+        raise InvalidOrder(f"{what} raised {type(error).__name__}: {text(error)[:300]}") from None
 
 
 def ask(name: str, method: Callable[[Any], T], order: Any) -> T:
     """Call one adapter method, turning a crash in the shop's code into a readable reason."""
-    try:
+    with shop_code(f"The order adapter's {name}()"):
         return method(order)
-    except InvalidOrder:
-        raise
-    except Exception as error:
-        raise InvalidOrder(
-            f"The order adapter's {name}() raised {type(error).__name__}: {text(error)[:300]}"
-        ) from error
+
+
+def ask_all(name: str, method: Callable[[Any], Any], order: Any) -> list[Any]:
+    """Call an adapter method that returns several items, and read them all while still in the
+    shop's code: a generator (the usual way to write ``products``) raises as it is iterated,
+    after the call has returned."""
+    with shop_code(f"The order adapter's {name}()"):
+        return items(method(order))
 
 
 def product_line(product: Any, number: int) -> dict[str, str]:
@@ -158,6 +184,15 @@ def build_payload(adapter: OrderAdapter, order: Any, activity_id: str) -> dict[s
             "Zinrelo cannot know whom to award."
         )
     order_id = required_text(ask("order_id", adapter.order_id, order), "order id")
+    for label, value, limit in (
+        ("member id", member, MAX_MEMBER_ID),
+        ("order id", order_id, MAX_ORDER_ID),
+    ):
+        if len(value) > limit:
+            raise InvalidOrder(
+                f"The {label} is {len(value)} characters long ({value[:40]!r}…); at most {limit} "
+                "can be sent and recorded."
+            )
     subtotal = money(ask("order_subtotal", adapter.order_subtotal, order), "order subtotal")
     if Decimal(subtotal) <= MIN_SUBTOTAL:
         raise InvalidOrder(
@@ -169,14 +204,14 @@ def build_payload(adapter: OrderAdapter, order: Any, activity_id: str) -> dict[s
         "order_total": money(ask("order_total", adapter.order_total, order), "order total"),
         "order_subtotal": subtotal,
     }
-    products: Iterable[Any] = ask("products", adapter.products, order) or ()
+    products = ask_all("products", adapter.products, order)
     lines = [product_line(product, number) for number, product in enumerate(products, start=1)]
     if lines:
         attributes["products"] = lines
-    coupons = text_list(ask("coupons", adapter.coupons, order))
+    coupons = text_list(ask_all("coupons", adapter.coupons, order))
     if coupons:
         attributes["coupons"] = ",".join(coupons)
-    tags = text_list(ask("tags", adapter.tags, order))
+    tags = text_list(ask_all("tags", adapter.tags, order))
     if tags:
         attributes["tags"] = tags
     reason = text(ask("reason", adapter.reason, order) or "")

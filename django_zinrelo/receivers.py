@@ -23,6 +23,7 @@ from django_zinrelo.delivery import deliver_order, enabled, get_adapter
 from django_zinrelo.dispatch import submit
 from django_zinrelo.models import Award
 from django_zinrelo.operations import record_approval, record_cancellation, record_refund
+from django_zinrelo.sync import order_model
 
 logger = logging.getLogger("django_zinrelo")
 
@@ -72,7 +73,8 @@ def order_saved(
         approves = adapter.approves(instance)
         if not (approves or adapter.qualifies(instance)):
             return
-        label = instance._meta.label_lower
+        # A save through a proxy or a subclass of the order model is recorded under the model.
+        label = order_model()._meta.label_lower
         order_pk = str(instance.pk)
         record(label, order_pk, conf.activity_id, using)
         transaction.on_commit(

@@ -34,6 +34,7 @@ from django_zinrelo.conf import ZinreloSettings, get_settings
 from django_zinrelo.delivery import (
     Call,
     body_for,
+    build,
     call,
     claim,
     client_post,
@@ -61,7 +62,7 @@ from django_zinrelo.models import (
     update_each,
 )
 from django_zinrelo.operations import reset_operations, send_due_operations
-from django_zinrelo.payloads import InvalidOrder, build_payload
+from django_zinrelo.payloads import InvalidOrder, build_payload, shop_code
 
 logger = logging.getLogger("django_zinrelo")
 
@@ -266,9 +267,11 @@ def load_orders(model: type[Model], pks: Iterable[str]) -> dict[str, Model]:
 
 
 def build_chunk(rows: list[tuple[int, str, str, str]]) -> dict[int, dict[str, Any] | InvalidOrder]:
-    """Payloads for ``(award pk, order model, order pk, activity)`` rows, by award pk.
+    """Payloads for ``(award pk, order model, order pk, activity)`` rows, by award pk; an order
+    that cannot be sent as it is, or for which the shop's code raises, has its reason instead.
 
-    An order that no longer exists or whose model is gone is left out: delivery records why.
+    An order that no longer exists or whose model is gone is left out: delivery records why. So
+    is one whose build fails in our own code: delivery tries it again and logs the failure.
     """
     adapter = get_adapter()
     built: dict[int, dict[str, Any] | InvalidOrder] = {}
@@ -278,15 +281,31 @@ def build_chunk(rows: list[tuple[int, str, str, str]]) -> dict[int, dict[str, An
         except LookupError:
             continue
         mine = [row for row in rows if row[1] == label]
-        orders = load_orders(model, (row[2] for row in mine))
+        orders: dict[str, Model] | None = None
+        try:
+            with shop_code(f"Reading {model._meta.label} orders with the adapter's prefetch()"):
+                orders = load_orders(model, (row[2] for row in mine))
+        except InvalidOrder as failed:
+            # One order its manager cannot read, or a prefetch() that fails, must not hold up
+            # the others: each order is then read alone, as delivery does, without prefetch().
+            logger.warning("Zinrelo: %s; reading %s orders one at a time", failed.reason, len(mine))
         for award_pk, _, order_pk, activity_id in mine:
-            order = orders.get(order_pk)
-            if order is None:
-                continue
             try:
-                built[award_pk] = build_payload(adapter, order, activity_id)
+                if orders is None:
+                    built[award_pk] = build(
+                        Award(
+                            pk=award_pk,
+                            order_model=label,
+                            order_pk=order_pk,
+                            activity_id=activity_id,
+                        )
+                    )
+                elif order_pk in orders:
+                    built[award_pk] = build_payload(adapter, orders[order_pk], activity_id)
             except InvalidOrder as invalid:
                 built[award_pk] = invalid
+            except Exception:
+                logger.exception("Building the payload of Zinrelo award %s failed", award_pk)
     return built
 
 
@@ -317,7 +336,7 @@ def store_payloads(built: list[tuple[int, dict[str, Any]]]) -> None:
         ("payload", "member_id", "order_id"),
         ("id",),
         (
-            (body, body["member_id"][:254], body["transaction_attributes"]["order_id"][:128], pk)
+            (body, body["member_id"], body["transaction_attributes"]["order_id"], pk)
             for pk, body in built
         ),
         "AND {payload} IS NULL AND {status} IN (%s, %s)",

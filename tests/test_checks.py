@@ -30,6 +30,32 @@ def test_credentials_from_the_environment_satisfy_the_check(monkeypatch):
     assert ids(API_KEY=None, PARTNER_ID=None) == []
 
 
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("API_KEY", "k3y-from-a-file\n"),
+        ("API_KEY", " k3y-pasted"),
+        ("API_KEY", "k3y-pasted\t"),
+        ("API_KEY", "k3y-\u00e9"),
+        ("PARTNER_ID", "partner\r\n"),
+    ],
+)
+def test_a_credential_that_cannot_be_a_header_is_named_never_shown(setting, value):
+    with override_settings(ZINRELO={**settings.ZINRELO, setting: value}):
+        (message,) = check_settings()
+    assert message.id == "django_zinrelo.E007"
+    assert message.msg.startswith(f"ZINRELO['{setting}'] holds a line break")
+    assert value.strip() not in f"{message.msg} {message.hint}"
+
+
+def test_a_malformed_key_from_the_environment_is_caught(monkeypatch):
+    monkeypatch.setenv("ZINRELO_API_KEY", "k3y\n")
+    with override_settings(ZINRELO={**settings.ZINRELO, "API_KEY": None}):
+        (message,) = check_settings()
+    assert message.id == "django_zinrelo.E007"
+    assert "ZINRELO_API_KEY" in str(message.hint)
+
+
 @pytest.mark.parametrize("model", [None, "shop.Nope", "nodots"])
 def test_unknown_order_model(model):
     assert ids(ORDER_MODEL=model) == ["django_zinrelo.E002"]
@@ -66,6 +92,8 @@ def test_plain_http_only_to_loopback_or_in_debug(url, debug, expected):
         {"ENABLED": "yes"},
         {"MAX_ATTEMPTS": 0},
         {"MAX_ATTEMPTS": 2.5},
+        {"RETRY_FOR": 0},
+        {"RETRY_FOR": None},
         {"READ_TIMEOUT": "5"},
         {"BACKOFF_BASE": -1},
         {"THREADS": 0},
@@ -73,6 +101,11 @@ def test_plain_http_only_to_loopback_or_in_debug(url, debug, expected):
 )
 def test_invalid_values(changes):
     assert ids(**changes) == ["django_zinrelo.E006"]
+
+
+def test_a_count_of_attempts_is_optional():
+    assert ids(MAX_ATTEMPTS=None) == []
+    assert ids(MAX_ATTEMPTS=10, RETRY_FOR=3600) == []
 
 
 def test_unknown_keys_warn():

@@ -36,3 +36,16 @@ class RefundedLine(models.Model):
     refund = models.ForeignKey(Refund, on_delete=models.CASCADE, related_name="lines")
     sku = models.CharField(max_length=64)
     quantity = models.IntegerField()
+
+
+class ProxyOrder(Order):
+    """The same orders seen through another class, as a shop's back office often does."""
+
+    class Meta:
+        proxy = True
+
+
+class GiftOrder(Order):
+    """A kind of order with a table of its own (multi-table inheritance): still an order."""
+
+    message = models.CharField(max_length=200, blank=True)

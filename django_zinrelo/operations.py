@@ -26,6 +26,7 @@ from functools import partial
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
+from django.apps import apps
 from django.db import transaction
 from django.db.models import Model, QuerySet
 from django.utils import timezone
@@ -83,8 +84,10 @@ INVALID_REFUND: Final = "invalid_refund"
 
 
 def order_label(order: Model) -> str:
-    """The label awards are recorded under: a proxy's saves belong to its concrete model."""
-    return str(order._meta.concrete_model._meta.label_lower)  # type: ignore[union-attr]
+    """The label awards are recorded under: ``ORDER_MODEL``'s, also for an order saved through
+    a proxy or a subclass of it (see ``receivers``)."""
+    label = get_settings().order_model
+    return str(apps.get_model(label)._meta.label_lower) if label else order._meta.label_lower
 
 
 def award_of(label: str, order_pk: str, conf: ZinreloSettings, using: str) -> Award | None:

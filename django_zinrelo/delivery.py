@@ -22,12 +22,12 @@ from typing import Any, Final
 
 from django.apps import apps
 from django.db import transaction
-from django.db.models import Case, Value, When
+from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from django_zinrelo.adapters import OrderAdapter
-from django_zinrelo.client import Outcome, Reply, get_client
+from django_zinrelo.client import STORE_WIDE, Outcome, Reply, get_client
 from django_zinrelo.conf import ZinreloSettings, get_settings
 from django_zinrelo.models import (
     DONE,
@@ -45,6 +45,7 @@ logger = logging.getLogger("django_zinrelo")
 
 INVALID_ORDER = "invalid_order"
 UNAUTHORIZED = "ERROR_UNAUTHORIZED"
+ATTRIBUTE_NOT_UNIQUE = "TRANSACTION_ATTRIBUTE_NOT_UNIQUE"
 
 _reported: set[str] = set()
 
@@ -95,7 +96,7 @@ def client_post(conf: ZinreloSettings) -> Callable[[str, str], Reply]:
     try:
         return get_client(
             str(conf.partner_id), str(conf.api_key), conf.connect_timeout, conf.read_timeout
-        ).post
+        ).award
     except Exception as error:
         forget_locals(error)  # the frames below hold the API key
         raise
@@ -270,14 +271,32 @@ def outcome_fields(award: Award, reply: Reply, conf: ZinreloSettings) -> dict[st
         data = reply.data
         fields.update(
             status=Status.AWARDED,
-            points=points(data.get("points")),
-            points_status=str(data.get("points_status") or "")[:32],
+            points=points(award_figure(data, "points")),
+            points_status=str(award_figure(data, "points_status") or "")[:32],
             transaction_id=str(data.get("id") or data.get("transaction_id") or "")[:64],
         )
     elif reply.outcome is Outcome.ALREADY_AWARDED:
         fields["status"] = Status.ALREADY_AWARDED
+    elif reply.error_code == ATTRIBUTE_NOT_UNIQUE and answer_was_lost(award):
+        fields.update(
+            status=Status.ALREADY_AWARDED,
+            last_reason=(
+                "Taken as already awarded: Zinrelo answered TRANSACTION_ATTRIBUTE_NOT_UNIQUE to a "
+                "re-send after an earlier call got no answer, so it holds a transaction with this "
+                "order's unique attribute, most likely from that call (a store that makes the "
+                f"order id unique). Zinrelo said: {reply.reason}"
+            ),
+        )
     elif reply.outcome is Outcome.REFUSED:
         fields["status"] = Status.REFUSED
+    elif reply.outcome is Outcome.STORE_PROBLEM:
+        # Not this award's fault: it waits for the store to be fixed, however long that takes,
+        # and the wait spends none of its attempts (``attempts`` is its give-up budget).
+        fields.update(
+            status=Status.RETRYING,
+            attempts=award.attempts,
+            next_attempt_at=timezone.now() + timedelta(seconds=store_wait(conf)),
+        )
     elif attempts >= conf.max_attempts:
         fields.update(
             status=Status.FAILED,
@@ -289,6 +308,33 @@ def outcome_fields(award: Award, reply: Reply, conf: ZinreloSettings) -> dict[st
             status=Status.RETRYING, next_attempt_at=timezone.now() + timedelta(seconds=delay)
         )
     return fields
+
+
+STORE_WAIT_FLOOR: Final = 300.0
+
+
+def store_wait(conf: ZinreloSettings) -> float:
+    """Between half and all of ``BACKOFF_CAP`` (the longest retry wait, spread out), and never
+    under five minutes: a person fixes a store-wide problem, and with no attempts spent, a
+    shorter wait would let one sync run call again and again for as long as it lasts."""
+    return max(STORE_WAIT_FLOOR, random.uniform(conf.backoff_cap / 2, conf.backoff_cap))
+
+
+def answer_was_lost(award: Award) -> bool:
+    """Whether an earlier call for this award may have reached Zinrelo unanswered (a timeout, a
+    dropped connection, a 5xx): Zinrelo may then hold the award from that call."""
+    return award.attempts_log.filter(
+        Q(status_code__isnull=True) | Q(status_code__gte=500), outcome=Outcome.RETRYABLE
+    ).exists()
+
+
+def award_figure(data: dict[str, Any], name: str) -> Any:
+    """``points`` or ``points_status`` of an award answer: at the top of ``data`` (the purchase
+    answer), else in ``award_info`` (Zinrelo's v2 transaction object)."""
+    value = data.get(name)
+    if value is None and isinstance(data.get("award_info"), dict):
+        value = data["award_info"].get(name)
+    return value
 
 
 POINTS_RANGE = range(-(2**31), 2**31)  # Award.points is an IntegerField on every database
@@ -317,7 +363,7 @@ def record(calls: Sequence[Call], conf: ZinreloSettings) -> None:
     changes = [
         (
             item.award,
-            {**outcome_fields(item.award, reply, conf), "attempts": item.award.attempts + 1},
+            {"attempts": item.award.attempts + 1, **outcome_fields(item.award, reply, conf)},
         )
         for item, reply in made
     ]
@@ -353,6 +399,19 @@ def report(award: Award, reply: Reply) -> None:
         )
     elif reply.outcome is not Outcome.RETRYABLE:
         _reported.discard("unauthorized")
+    if reply.outcome is Outcome.STORE_PROBLEM:
+        report_once(
+            f"store:{reply.error_code}",
+            "Zinrelo answered %s (%s), which holds back every award: %s Awards wait and are "
+            "sent again at their next attempt once it is fixed.",
+            reply.error_code,
+            reply.reason,
+            STORE_WIDE[reply.error_code],
+        )
+    elif reply.outcome is Outcome.AWARDED:
+        _reported.difference_update(
+            {problem for problem in _reported if problem.startswith("store:")}
+        )
     logger.log(
         LOG_LEVELS[award.status],
         "Zinrelo award %s (order %s): %s after attempt %s, HTTP %s %s %s",

@@ -6,6 +6,8 @@ from django_zinrelo.adapters import OrderAdapter, Product
 class ShopAdapter(OrderAdapter):
     # Paid orders earn points (and shipped ones, for orders the save hook missed).
     qualifying_statuses = ("paid", "shipped")
+    # Where the storefront shows its products; Zinrelo links each product to its page.
+    site_url = "https://shop.example.com"
 
     def order_id(self, order):
         return order.number
@@ -32,5 +34,6 @@ class ShopAdapter(OrderAdapter):
                 quantity=line.quantity,
                 price=line.unit_price,
                 title=line.product.title,
+                url=f"{self.site_url}/products/{line.product.sku}/",
                 category=line.product.category or None,
             )

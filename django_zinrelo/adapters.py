@@ -23,7 +23,9 @@ class Product:
     """One order line as Zinrelo counts it.
 
     ``price`` is the unit price after discounts: Zinrelo computes points from product prices when
-    they are present and ignores the subtotal.
+    they are present and ignores the subtotal. A shop that cannot discount its lines gives full
+    prices and a discounted subtotal, and Zinrelo prorates the prices down to it. ``url`` is the
+    product's page, absolute; ``category`` and ``tags`` are one string or several.
     """
 
     id: Any
@@ -32,6 +34,8 @@ class Product:
     title: Any
     category: Any = None
     image_url: Any = None
+    url: Any = None
+    tags: Any = None
 
 
 class OrderAdapter:
@@ -46,6 +50,11 @@ class OrderAdapter:
     cancelled_statuses: Collection[str] = ()
     approving_statuses: Collection[str] = ()
     date_fields: tuple[str, ...] = ("date_placed", "placed_at", "created_at", "created")
+    # Zinrelo's parameter reference types product_quantity as an integer, so whole numbers are
+    # what every store accepts; a shop selling by weight opts in to decimal quantities.
+    fractional_quantities: bool = False
+    # Both of Zinrelo's coupon examples separate codes with commas (its prose says spaces).
+    coupon_separator: str = ","
 
     def qualifies(self, order: Any) -> bool:
         """Whether the order has reached the state that earns points (checked on every save)."""
@@ -113,8 +122,12 @@ class OrderAdapter:
         return order.total  # type: ignore[no-any-return]
 
     def order_subtotal(self, order: Any) -> Decimal:
-        """The order value without shipping and taxes."""
+        """The order value after discounts, without shipping and taxes: what earns points."""
         return order.subtotal  # type: ignore[no-any-return]
+
+    def currency(self, order: Any) -> str | None:
+        """The ISO 4217 code of the order's amounts; None sends none (the store's own)."""
+        return None
 
     def coupons(self, order: Any) -> Iterable[str]:
         return ()

@@ -29,8 +29,14 @@ CODE_CHARS: Final = 64
 POOL_SIZE: Final = 32
 
 DUPLICATE_ORDER_ID: Final = "DUPLICATE_ORDER_ID"
+# UNABLE_TO_UPLOAD_PHOTO is answered with HTTP 200 but says "Please try again later".
 RETRYABLE_ERROR_CODES: Final = frozenset(
-    {"RATE_LIMIT_EXCEEDED", "SERVICE_UNAVAILABLE", "INTERNAL_SERVER_ERROR"}
+    {
+        "RATE_LIMIT_EXCEEDED",
+        "SERVICE_UNAVAILABLE",
+        "INTERNAL_SERVER_ERROR",
+        "UNABLE_TO_UPLOAD_PHOTO",
+    }
 )
 RETRYABLE_STATUSES: Final = frozenset({408, 425, 429})
 
@@ -42,6 +48,33 @@ BAD_RESPONSE: Final = "bad_response"
 REDIRECT: Final = "redirect"
 REQUEST_ERROR: Final = "request_error"
 CLIENT_ERROR: Final = "client_error"
+PATH_NOT_FOUND: Final = "path_not_found"
+
+# Answers about the store or our side of the wire, not about one award: every award gets the same
+# one until someone fixes a setting, so awards wait for that instead of ending refused one by one.
+# Each code maps to what staff should do about it.
+STORE_WIDE: Final[dict[str, str]] = {
+    "STORE_INACTIVE": "The Zinrelo store is not active: reactivate it in Zinrelo's admin console.",
+    "PAUSED_ACTIVITY": (
+        "The activity in ZINRELO['ACTIVITY_ID'] is paused in Zinrelo: resume it in Zinrelo's "
+        "admin console."
+    ),
+    "MERCHANT_DOES_NOT_EXIST": (
+        "Zinrelo knows no merchant for ZINRELO['PARTNER_ID']: check the partner id in Zinrelo's "
+        "admin console (General, Settings)."
+    ),
+    "INVALID_JSON": (
+        "Zinrelo could not read the award body as JSON: a proxy between this server and Zinrelo "
+        "changes requests, or django-zinrelo has a bug (please report it)."
+    ),
+    "INVALID_REQUEST": (
+        "Zinrelo refused the form of the request (its content type): a proxy between this "
+        "server and Zinrelo changes requests, or django-zinrelo has a bug (please report it)."
+    ),
+    PATH_NOT_FOUND: (
+        "Zinrelo has no such award endpoint: check ZINRELO['API_URL'] and ZINRELO['AWARD_PATH']."
+    ),
+}
 
 
 class Outcome(enum.StrEnum):
@@ -49,6 +82,7 @@ class Outcome(enum.StrEnum):
     ALREADY_AWARDED = "already_awarded"
     REFUSED = "refused"
     RETRYABLE = "retryable"
+    STORE_PROBLEM = "store_problem"
 
 
 @dataclass(frozen=True)
@@ -130,6 +164,15 @@ def classify(status: int, body: str, retry_after: str | None = None) -> Reply:
         return Reply(Outcome.AWARDED, status, data=data, body=excerpt)
     if error_code == DUPLICATE_ORDER_ID:
         return Reply(Outcome.ALREADY_AWARDED, status, error_code, reason, data, body=excerpt)
+    if error_code in STORE_WIDE:
+        return Reply(
+            Outcome.STORE_PROBLEM,
+            status,
+            error_code,
+            reason or f"Zinrelo answered HTTP {status} {error_code}.",
+            data,
+            body=excerpt,
+        )
     if status in RETRYABLE_STATUSES or status >= 500 or error_code in RETRYABLE_ERROR_CODES:
         return Reply(
             Outcome.RETRYABLE,
@@ -154,6 +197,28 @@ def fits_a_header(value: str) -> bool:
     space around it. A newline or a leading space (a key pasted from an email or a file) makes
     requests refuse the header; a trailing one would be sent and refused by Zinrelo."""
     return value == value.strip() and value.isascii() and value.isprintable()
+
+
+def award_answer(url: str, reply: Reply) -> Reply:
+    """An award call's answer, where a 404 means the award path itself is wrong.
+
+    An award addresses no resource of its own (no transaction id, no member in the path), and no
+    code of Zinrelo's table that an award can earn comes with a 404; the one 404 code,
+    ``TRANSACTION_DOES_NOT_EXIST``, is what a path read as ``transactions/{id}`` would give. The
+    path is inferred, so a wrong one is plausible, and it fails every award alike.
+    """
+    if reply.status_code != 404 or reply.outcome is Outcome.STORE_PROBLEM:
+        return reply
+    # Our own codes (bad_response for a proxy's page) are lower case; Zinrelo's are kept.
+    said = (
+        f" (Zinrelo said {reply.error_code}: {reply.reason})" if reply.error_code.isupper() else ""
+    )
+    return replace(
+        reply,
+        outcome=Outcome.STORE_PROBLEM,
+        error_code=PATH_NOT_FOUND,
+        reason=readable(f"POST {url} answered HTTP 404{said}.", REASON_CHARS),
+    )
 
 
 class ZinreloClient:
@@ -190,6 +255,10 @@ class ZinreloClient:
     def post(self, url: str, body: str) -> Reply:
         """POST a JSON body (awards, returns, and the empty body of approve, reject, reverse)."""
         return self.request("POST", url, body)
+
+    def award(self, url: str, body: str) -> Reply:
+        """POST one award (to ``ZINRELO["API_URL"]`` + ``["AWARD_PATH"]``)."""
+        return award_answer(url, self.post(url, body))
 
     def get(self, url: str) -> Reply:
         """GET a URL whose query string is already encoded (the transaction lists)."""

@@ -22,12 +22,19 @@ from typing import Any, Final, TypeVar
 
 from django.apps import apps
 from django.db import transaction
-from django.db.models import Case, Model, QuerySet, Value, When
+from django.db.models import Case, Model, Q, QuerySet, Value, When
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from django_zinrelo.adapters import OrderAdapter
-from django_zinrelo.client import REQUEST_ERROR, Outcome, Reply, ZinreloClient, get_client
+from django_zinrelo.client import (
+    REQUEST_ERROR,
+    STORE_WIDE,
+    Outcome,
+    Reply,
+    ZinreloClient,
+    get_client,
+)
 from django_zinrelo.conf import ZinreloSettings, get_settings
 from django_zinrelo.models import (
     DONE,
@@ -49,6 +56,7 @@ UNAUTHORIZED = "ERROR_UNAUTHORIZED"
 DISABLED: Final = (
     "Zinrelo is switched off (ZINRELO['ENABLED'] is False): nothing is recorded or sent to Zinrelo."
 )
+ATTRIBUTE_NOT_UNIQUE = "TRANSACTION_ATTRIBUTE_NOT_UNIQUE"
 
 _reported: set[str] = set()
 
@@ -124,7 +132,7 @@ def client(conf: ZinreloSettings) -> ZinreloClient:
 
 
 def client_post(conf: ZinreloSettings) -> Callable[[str, str], Reply]:
-    return client(conf).post
+    return client(conf).award
 
 
 def update_in_order(rows: QuerySet[M], *, skip_locked: bool = False, **values: Any) -> int:
@@ -333,14 +341,32 @@ def outcome_fields(award: Award, reply: Reply, conf: ZinreloSettings) -> dict[st
         data = reply.data
         fields.update(
             status=Status.AWARDED,
-            points=points(data.get("points")),
-            points_status=str(data.get("points_status") or "")[:32],
+            points=points(award_figure(data, "points")),
+            points_status=str(award_figure(data, "points_status") or "")[:32],
             transaction_id=str(data.get("id") or data.get("transaction_id") or "")[:64],
         )
     elif reply.outcome is Outcome.ALREADY_AWARDED:
         fields["status"] = Status.ALREADY_AWARDED
+    elif reply.error_code == ATTRIBUTE_NOT_UNIQUE and answer_was_lost(award):
+        fields.update(
+            status=Status.ALREADY_AWARDED,
+            last_reason=(
+                "Taken as already awarded: Zinrelo answered TRANSACTION_ATTRIBUTE_NOT_UNIQUE to a "
+                "re-send after an earlier call got no answer, so it holds a transaction with this "
+                "order's unique attribute, most likely from that call (a store that makes the "
+                f"order id unique). Zinrelo said: {reply.reason}"
+            ),
+        )
     elif reply.outcome is Outcome.REFUSED:
         fields["status"] = Status.REFUSED
+    elif reply.outcome is Outcome.STORE_PROBLEM:
+        # Not this award's fault: it waits for the store to be fixed, however long that takes,
+        # and the wait spends none of its retry budget (attempts, nor RETRY_FOR's clock).
+        fields.update(
+            status=Status.RETRYING,
+            attempts=award.attempts,
+            next_attempt_at=timezone.now() + timedelta(seconds=store_wait(conf)),
+        )
     else:
         fields.update(retry_fields(award, attempts, reply, conf))
     return fields
@@ -377,6 +403,33 @@ def retry_fields(
 
 def hours(span: timedelta) -> str:
     return f"{span.total_seconds() / 3600:.1f} h"
+
+
+STORE_WAIT_FLOOR: Final = 300.0
+
+
+def store_wait(conf: ZinreloSettings) -> float:
+    """Between half and all of ``BACKOFF_CAP`` (the longest retry wait, spread out), and never
+    under five minutes: a person fixes a store-wide problem, and with no attempts spent, a
+    shorter wait would let one sync run call again and again for as long as it lasts."""
+    return max(STORE_WAIT_FLOOR, random.uniform(conf.backoff_cap / 2, conf.backoff_cap))
+
+
+def answer_was_lost(award: Award) -> bool:
+    """Whether an earlier call for this award may have reached Zinrelo unanswered (a timeout, a
+    dropped connection, a 5xx): Zinrelo may then hold the award from that call."""
+    return award.attempts_log.filter(
+        Q(status_code__isnull=True) | Q(status_code__gte=500), outcome=Outcome.RETRYABLE
+    ).exists()
+
+
+def award_figure(data: dict[str, Any], name: str) -> Any:
+    """``points`` or ``points_status`` of an award answer: at the top of ``data`` (the purchase
+    answer), else in ``award_info`` (Zinrelo's v2 transaction object)."""
+    value = data.get(name)
+    if value is None and isinstance(data.get("award_info"), dict):
+        value = data["award_info"].get(name)
+    return value
 
 
 POINTS_RANGE = range(-(2**31), 2**31)  # Award.points is an IntegerField on every database
@@ -446,7 +499,8 @@ def store(made: Sequence[Call], conf: ZinreloSettings) -> None:
         reply = item.reply
         assert reply is not None
         fields = outcome_fields(item.award, reply, conf)
-        changes.append((item.award, answered({**fields, "attempts": item.award.attempts + 1})))
+        # A store-wide problem keeps ``attempts`` as it was: it spends no retry budget.
+        changes.append((item.award, answered({"attempts": item.award.attempts + 1, **fields})))
         attempts.append(
             AwardAttempt(
                 award=item.award,
@@ -491,6 +545,19 @@ def report(award: Award, reply: Reply) -> None:
         report_once(problem, CONFIGURATION_PROBLEMS[problem], reply.reason)
     elif reply.outcome is not Outcome.RETRYABLE:
         _reported.difference_update(CONFIGURATION_PROBLEMS)  # fixed: say so again if it comes back
+    if reply.outcome is Outcome.STORE_PROBLEM:
+        report_once(
+            f"store:{reply.error_code}",
+            "Zinrelo answered %s (%s), which holds back every award: %s Awards wait and are "
+            "sent again at their next attempt once it is fixed.",
+            reply.error_code,
+            reply.reason,
+            STORE_WIDE[reply.error_code],
+        )
+    elif reply.outcome is Outcome.AWARDED:
+        _reported.difference_update(
+            {problem for problem in _reported if problem.startswith("store:")}
+        )
     logger.log(
         logging.WARNING if problem is not None else LOG_LEVELS[award.status],
         "Zinrelo award %s (order %s): %s after attempt %s, HTTP %s %s %s",

@@ -642,7 +642,7 @@ class Settle:
         self.attempt(request.call, body, reply)
         if reply.outcome is Outcome.AWARDED:
             self.found(reply.data, request.call, reason="")
-        elif reply.outcome is Outcome.RETRYABLE:
+        elif reply.outcome in (Outcome.RETRYABLE, Outcome.STORE_PROBLEM):
             self.retry(reply, reply.reason)
         elif request.call == Call.REJECT and reply.status_code == 400:
             # Not pending any more (approved meanwhile): what is left is returned instead.

@@ -29,6 +29,7 @@ MAX_ORDER_ID: Final = 128
 MAX_MEMBER_ID: Final = 254  # the longest email address
 # Control characters mean nothing to Zinrelo and PostgreSQL refuses NUL in text and JSON columns.
 CONTROL_CHARACTERS: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+ISO_CURRENCY: Final = re.compile("[A-Z]{3}")
 
 T = TypeVar("T")
 
@@ -77,15 +78,26 @@ def money(value: Any, label: str) -> str:
     return format(abs(amount) if amount.is_zero() else amount, "f")
 
 
-def quantity(value: Any, label: str) -> str:
+def quantity(value: Any, label: str, *, fractional: bool = False) -> str:
+    """A quantity above zero: a whole number, or with ``fractional`` an exact decimal string."""
+    if fractional:
+        amount = money(value, label)
+        if Decimal(amount).is_zero():
+            raise InvalidOrder(f"The {label} must be above zero, not {amount}.")
+        return amount
+    hint = " (a shop selling by weight sets fractional_quantities = True on its order adapter)"
     if isinstance(value, bool) or value is None or isinstance(value, float):
-        raise InvalidOrder(f"The {label} must be a whole number, not {value!r}.")
+        raise InvalidOrder(f"The {label} must be a whole number, not {value!r}{hint}.")
     try:
         number = Decimal(value.strip() if isinstance(value, str) else value)
     except (InvalidOperation, TypeError, ValueError):
         raise InvalidOrder(f"The {label} is not a number ({text(value)[:40]!r}).") from None
     if not number.is_finite() or number != number.to_integral_value() or number <= 0:
-        raise InvalidOrder(f"The {label} must be a whole number above zero, not {number}.")
+        raise InvalidOrder(
+            f"The {label} must be a whole number above zero, not {number}"
+            + (hint if number.is_finite() and number > 0 else "")
+            + "."
+        )
     if number.adjusted() >= MAX_INTEGER_DIGITS:
         raise InvalidOrder(f"The {label} is implausibly large ({number:.3e}).")
     return str(int(number))
@@ -154,23 +166,39 @@ def ask_all(name: str, method: Callable[[Any], Any], order: Any) -> list[Any]:
         return items(method(order))
 
 
-def product_line(product: Any, number: int) -> dict[str, str]:
+def currency_code(value: Any) -> str:
+    code = text(value).upper()
+    if not ISO_CURRENCY.fullmatch(code):
+        raise InvalidOrder(
+            f"The currency must be a three-letter ISO 4217 code such as 'USD', not "
+            f"{text(value)[:40]!r}."
+        )
+    return code
+
+
+def product_line(product: Any, number: int, *, fractional: bool = False) -> dict[str, Any]:
+    """One entry of ``products``. The v2 names are the v1 sample's with a ``product_`` prefix
+    (``url``, ``tags``, ``category``; ``img_url`` became ``product_image_url``)."""
     if not isinstance(product, Product):
         raise InvalidOrder(
             f"Line {number} is a {type(product).__name__}; the adapter's products() must yield "
             "django_zinrelo.adapters.Product."
         )
-    line = {
+    line: dict[str, Any] = {
         "product_id": required_text(product.id, f"product id of line {number}"),
-        "product_quantity": quantity(product.quantity, f"quantity of line {number}"),
+        "product_quantity": quantity(
+            product.quantity, f"quantity of line {number}", fractional=fractional
+        ),
         "product_price": money(product.price, f"price of line {number}"),
         "product_title": required_text(product.title, f"title of line {number}"),
     }
-    category = text_list(product.category)
-    if category:
-        line["product_category"] = ",".join(category)
-    if product.image_url:
-        line["product_image_url"] = text(product.image_url)
+    optional = {
+        "product_url": text(product.url or ""),
+        "product_image_url": text(product.image_url or ""),
+        "product_category": text_list(product.category),
+        "product_tags": text_list(product.tags),
+    }
+    line.update((name, value) for name, value in optional.items() if value)
     return line
 
 
@@ -204,13 +232,20 @@ def build_payload(adapter: OrderAdapter, order: Any, activity_id: str) -> dict[s
         "order_total": money(ask("order_total", adapter.order_total, order), "order total"),
         "order_subtotal": subtotal,
     }
+    currency = ask("currency", adapter.currency, order)
+    if currency is not None:
+        attributes["currency"] = currency_code(currency)
     products = ask_all("products", adapter.products, order)
-    lines = [product_line(product, number) for number, product in enumerate(products, start=1)]
+    fractional = adapter.fractional_quantities
+    lines = [
+        product_line(product, number, fractional=fractional)
+        for number, product in enumerate(products, start=1)
+    ]
     if lines:
         attributes["products"] = lines
     coupons = text_list(ask_all("coupons", adapter.coupons, order))
     if coupons:
-        attributes["coupons"] = ",".join(coupons)
+        attributes["coupons"] = adapter.coupon_separator.join(coupons)
     tags = text_list(ask_all("tags", adapter.tags, order))
     if tags:
         attributes["tags"] = tags

@@ -7,57 +7,7 @@ from responses import matchers
 from django_zinrelo import __version__
 from django_zinrelo.client import Outcome, ZinreloClient, classify, get_client, parse_retry_after
 from tests.conftest import AWARD_URL
-
-# Every row of the status code table in shared/seeds/000_6718c48c347ebfdc.txt.
-SEED_TABLE = [
-    (200, "UNABLE_TO_UPLOAD_PHOTO"),
-    (400, "ATTRIBUTE_NOT_UNIQUE"),
-    (200, "MEMBER_ID_ALREADY_IN_USE"),
-    (200, "INVALID_MEMBER_STATUS"),
-    (200, "MEMBER_BLOCKED"),
-    (200, "MAX_AWARDS_EXCEEDED"),
-    (200, "INVALID_AMOUNT_TO_DEDUCT"),
-    (400, "INVALID_JSON"),
-    (400, "INVALID_REQUEST"),
-    (200, "INCORRECT_MEMBER_ID_PASSED"),
-    (200, "STORE_INACTIVE"),
-    (200, "MEMBER_DELETED"),
-    (200, "EXCLUDED_TRANSACTION"),
-    (404, "TRANSACTION_DOES_NOT_EXIST"),
-    (500, "INTERNAL_SERVER_ERROR"),
-    (400, "INVALID_REQUEST_PARAMETER_VALUES"),
-    (200, "INVALID_PHOTO"),
-    (200, "PAUSED_ACTIVITY"),
-    (400, "ID_PARAM_NAME_NOT_FOUND"),
-    (401, "ERROR_UNAUTHORIZED"),
-    (200, "DUPLICATE_ORDER_ID"),
-    (200, "MEMBER_CREATION_UNSUCCESSFUL"),
-    (400, "MERCHANT_DOES_NOT_EXIST"),
-    (200, "TRANSACTION_ATTRIBUTE_NOT_UNIQUE"),
-    (200, "INVALID_MEMBER"),
-    (400, "INVALID_CURSOR"),
-    (503, "SERVICE_UNAVAILABLE"),
-    (200, "INACTIVE_REWARD"),
-    (200, "AUTO_REDEEMABLE_REWARD"),
-    (200, "INVALID_REWARD_FOR_USER"),
-    (200, "MAX_REWARDS_EXCEEDED"),
-    (200, "INSUFFICIENT_REDEEMABLE_POINTS"),
-    (200, "INVALID_REWARD_FOR_TIER"),
-    (200, "ORDER_NOT_EXIST"),
-    (200, "PRODUCT_QUANTITY_EXCEEDED"),
-    (200, "INVALID_PRODUCT_ID"),
-    (200, "RETURN_VALUE_EXCEEDS_AVAILABLE_BALANCE"),
-    (200, "PRODUCT_ID_AND_RETURN_AMOUNT_PASSED"),
-    (429, "RATE_LIMIT_EXCEEDED"),
-]
-
-
-def expected(status, code):
-    if code == "DUPLICATE_ORDER_ID":
-        return Outcome.ALREADY_AWARDED
-    if status in (429, 500, 503):
-        return Outcome.RETRYABLE
-    return Outcome.REFUSED
+from tests.seed_codes import SEED_TABLE
 
 
 @pytest.fixture
@@ -67,15 +17,15 @@ def client():
     )
 
 
-@pytest.mark.parametrize(("status", "code"), SEED_TABLE)
-def test_every_documented_code_is_classified(client, zinrelo, status, code):
+@pytest.mark.parametrize(("status", "code", "outcome"), [row[:3] for row in SEED_TABLE])
+def test_every_documented_code_is_classified(client, zinrelo, status, code, outcome):
     zinrelo.post(
         AWARD_URL,
         status=status,
         json={"success": False, "error_code": code, "reason": f"reason for {code}"},
     )
     reply = client.post(AWARD_URL, "{}")
-    assert reply.outcome is expected(status, code)
+    assert reply.outcome is outcome
     assert reply.status_code == status
     assert reply.error_code == code
     assert reply.reason == f"reason for {code}"
@@ -211,3 +161,53 @@ def test_one_pooled_session_is_reused_per_configuration():
 def test_repr_never_shows_the_key(client):
     assert "secret-key" not in repr(client)
     assert "partner" in repr(client)
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ("<html>Not Found</html>", ""),
+        ("", ""),
+        ('{"message": "Not Found"}', ""),
+        (
+            '{"success": false, "error_code": "TRANSACTION_DOES_NOT_EXIST", '
+            '"reason": "Transaction does not exist."}',
+            " (Zinrelo said TRANSACTION_DOES_NOT_EXIST: Transaction does not exist.)",
+        ),
+    ],
+)
+def test_a_404_to_the_award_path_means_the_path_is_wrong(client, zinrelo, body, said):
+    zinrelo.post(AWARD_URL, status=404, body=body)
+    reply = client.award(AWARD_URL, "{}")
+    assert (reply.outcome, reply.status_code, reply.error_code) == (
+        Outcome.STORE_PROBLEM,
+        404,
+        "path_not_found",
+    )
+    assert reply.reason == f"POST {AWARD_URL} answered HTTP 404{said}."
+    assert reply.body == body
+
+
+def test_a_404_elsewhere_keeps_its_meaning(client, zinrelo):
+    """Approving an unknown transaction is answered 404 too: that one is about the transaction."""
+    url = "https://api.zinrelo.test/v2/loyalty/transactions/tx-0/approve"
+    zinrelo.post(
+        url,
+        status=404,
+        json={"success": False, "error_code": "TRANSACTION_DOES_NOT_EXIST", "reason": "No."},
+    )
+    reply = client.post(url, "")
+    assert (reply.outcome, reply.error_code) == (Outcome.REFUSED, "TRANSACTION_DOES_NOT_EXIST")
+
+
+def test_an_award_answer_that_is_not_a_404_is_read_as_any_other(client, zinrelo):
+    zinrelo.post(
+        AWARD_URL,
+        json={"success": False, "error_code": "STORE_INACTIVE", "reason": "Store is not active."},
+    )
+    reply = client.award(AWARD_URL, "{}")
+    assert (reply.outcome, reply.error_code, reply.reason) == (
+        Outcome.STORE_PROBLEM,
+        "STORE_INACTIVE",
+        "Store is not active.",
+    )

@@ -75,11 +75,10 @@ def test_duplicate_order_id_counts_as_awarded_and_is_never_retried(zinrelo, plac
     [
         (200, "MEMBER_BLOCKED"),
         (200, "EXCLUDED_TRANSACTION"),
-        (200, "PAUSED_ACTIVITY"),
+        (200, "INVALID_MEMBER"),
         (200, "MAX_AWARDS_EXCEEDED"),
         (400, "INVALID_REQUEST_PARAMETER_VALUES"),
         (401, "ERROR_UNAUTHORIZED"),
-        (404, "TRANSACTION_DOES_NOT_EXIST"),
     ],
 )
 def test_refusals_are_final_and_visible(zinrelo, place, status, code):

@@ -165,7 +165,6 @@ def test_a_hang_on_every_attempt_ends_failed_never_awarded():
 REFUSED_MEMBERS = {
     "blocked@example.com": "MEMBER_BLOCKED",
     "excluded@example.com": "EXCLUDED_TRANSACTION",
-    "paused@example.com": "PAUSED_ACTIVITY",
     "maxed@example.com": "MAX_AWARDS_EXCEEDED",
 }
 
@@ -187,7 +186,7 @@ def test_business_refusals_and_400_are_final_with_code_and_reason(
         calls = len(award_calls(sandbox)) + len(award_calls(strict))
         Award.objects.update(next_attempt_at=timezone.now() - timedelta(days=1))
         assert sync() == "Delivered: nothing was due.\n"
-        assert len(award_calls(sandbox)) + len(award_calls(strict)) == calls == 5
+        assert len(award_calls(sandbox)) + len(award_calls(strict)) == calls == 4
 
     refusals = {a.member_id: a for a in Award.objects.exclude(order_id="R400")}
     for email, code in REFUSED_MEMBERS.items():
@@ -205,7 +204,7 @@ def test_business_refusals_and_400_are_final_with_code_and_reason(
         "INVALID_REQUEST_PARAMETER_VALUES",
     )
     assert "not an activity" in bad.last_reason
-    assert AwardAttempt.objects.count() == 5
+    assert AwardAttempt.objects.count() == 4
 
 
 @pytest.mark.django_db

@@ -57,6 +57,7 @@ ATTRIBUTES = {
     "order_id",
     "order_total",
     "order_subtotal",
+    "currency",
     "coupons",
     "tags",
     "reason",
@@ -69,6 +70,8 @@ PRODUCT = {
     "product_title",
     "product_category",
     "product_image_url",
+    "product_url",
+    "product_tags",
 }
 
 
@@ -118,14 +121,19 @@ def assert_documented_shape(body):
         assert set(product) <= PRODUCT and set(product) >= PRODUCT - {
             "product_category",
             "product_image_url",
+            "product_url",
+            "product_tags",
         }
         clean_text(product["product_id"])
         clean_text(product["product_title"])
         assert WHOLE.fullmatch(product["product_quantity"]), product
         amount(product["product_price"])
-        for optional in ("product_category", "product_image_url"):
+        for optional in ("product_image_url", "product_url"):
             if optional in product:
                 clean_text(product[optional], required=False)
+        for listed in ("product_category", "product_tags"):  # "list" in the reference's table
+            for item in product.get(listed, ["-"]):
+                clean_text(item)
     assert json.loads(json.dumps(body)) == body
 
 
@@ -436,7 +444,7 @@ def test_any_answer_is_classified_without_raising(status, body, retry_after):
     reply = classify(status, body.decode("utf-8", errors="replace"), retry_after)
     assert reply.outcome in set(Outcome)
     assert reply.retry_after is None or reply.retry_after >= 0
-    if reply.outcome in (Outcome.REFUSED, Outcome.RETRYABLE):
+    if reply.outcome in (Outcome.REFUSED, Outcome.RETRYABLE, Outcome.STORE_PROBLEM):
         assert_readable(reply.reason)
     assert "\x00" not in reply.body
     assert not CONTROL.search(reply.reason + reply.error_code)
@@ -466,7 +474,9 @@ def test_any_answer_through_delivery_ends_in_a_state_with_its_evidence(
         deliver(award.pk, Trigger.COMMAND)
         award.refresh_from_db()
         attempt = award.attempts_log.get()
-        assert award.status != Status.SENDING and award.attempts == 1
+        assert award.status != Status.SENDING
+        # A store-wide problem waits without spending one of the award's attempts.
+        assert award.attempts == (0 if attempt.outcome == Outcome.STORE_PROBLEM else 1)
         if award.status not in (Status.AWARDED, Status.ALREADY_AWARDED):
             assert_readable(award.last_reason)
         assert attempt.status_code == status

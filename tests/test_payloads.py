@@ -86,7 +86,7 @@ def test_the_documented_v2_shape():
                     "product_quantity": "1",
                     "product_price": "15",
                     "product_title": "Sweatshirt",
-                    "product_category": "tshirt",
+                    "product_category": ["tshirt"],
                 },
                 {
                     "product_id": "980",
@@ -232,3 +232,95 @@ def test_default_transaction_date_is_now_when_the_order_has_no_date_field():
     before = datetime.now(UTC).replace(microsecond=0)
     sent = datetime.strptime(build(created_at=None)["transaction_date"], "%m/%d/%Y %H:%M:%S")
     assert sent.replace(tzinfo=UTC) >= before
+
+
+def test_a_product_s_page_tags_and_categories_are_sent_under_their_v2_names():
+    line = Product(
+        id="1234df",
+        quantity=1,
+        price=Decimal("26.95"),
+        title="Stress Free Emotions",
+        url="https://shop.example.com/p/1234df/",
+        category=["Medicines", "Wellness"],
+        tags=["medicines", "capsules"],
+        image_url="https://shop.example.com/p/1234df.png",
+    )
+    assert build(products=[line])["transaction_attributes"]["products"] == [
+        {
+            "product_id": "1234df",
+            "product_quantity": "1",
+            "product_price": "26.95",
+            "product_title": "Stress Free Emotions",
+            "product_url": "https://shop.example.com/p/1234df/",
+            "product_image_url": "https://shop.example.com/p/1234df.png",
+            "product_category": ["Medicines", "Wellness"],
+            "product_tags": ["medicines", "capsules"],
+        }
+    ]
+
+
+def test_one_category_or_tag_string_is_one_item_and_blank_ones_are_left_out():
+    line = Product(
+        id="1", quantity=1, price=Decimal(2), title="T", url="  ", category="tshirt", tags=""
+    )
+    [sent] = build(products=[line])["transaction_attributes"]["products"]
+    assert sent["product_category"] == ["tshirt"]
+    assert {"product_url", "product_tags", "product_image_url"}.isdisjoint(sent)
+
+
+class Priced(Adapter):
+    def currency(self, order):
+        return order.currency
+
+
+@pytest.mark.parametrize(("given", "sent"), [("EUR", "EUR"), (" usd ", "USD")])
+def test_the_currency_is_sent_when_the_adapter_gives_one(given, sent):
+    built = build_payload(Priced(), order(currency=given), "made_a_purchase")
+    assert built["transaction_attributes"]["currency"] == sent
+
+
+def test_no_currency_is_sent_by_default():
+    assert "currency" not in build()["transaction_attributes"]
+
+
+@pytest.mark.parametrize("given", ["US Dollar", "€", "", "US"])
+def test_a_currency_that_is_not_an_iso_code_gives_a_reason(given):
+    with pytest.raises(InvalidOrder) as caught:
+        build_payload(Priced(), order(currency=given), "made_a_purchase")
+    assert "three-letter ISO 4217 code" in caught.value.reason
+
+
+class ByWeight(Adapter):
+    fractional_quantities = True
+
+
+def weighed(quantity):
+    line = Product(id="CHEESE", quantity=quantity, price=Decimal("24.00"), title="Comté")
+    return build_payload(ByWeight(), order(products=[line]), "made_a_purchase")
+
+
+def test_quantities_are_whole_numbers_unless_the_adapter_sells_by_weight():
+    line = Product(id="CHEESE", quantity=Decimal("0.750"), price=Decimal("24.00"), title="Comté")
+    assert "fractional_quantities = True" in reason_for(products=[line])
+    [sent] = weighed(Decimal("0.750"))["transaction_attributes"]["products"]
+    assert sent["product_quantity"] == "0.750"
+    assert weighed(3)["transaction_attributes"]["products"][0]["product_quantity"] == "3"
+
+
+@pytest.mark.parametrize(
+    ("quantity", "words"),
+    [(0.75, "is a float"), (Decimal("0"), "above zero"), (Decimal("-1.5"), "negative")],
+)
+def test_a_fractional_quantity_must_be_an_exact_amount_above_zero(quantity, words):
+    with pytest.raises(InvalidOrder) as caught:
+        weighed(quantity)
+    assert words in caught.value.reason
+
+
+def test_coupons_are_joined_with_the_adapter_s_separator():
+    class Spaced(Adapter):
+        coupon_separator = " "
+
+    built = build_payload(Spaced(), order(), "made_a_purchase")
+    assert built["transaction_attributes"]["coupons"] == "SPRING5 FREESHIP"
+    assert build()["transaction_attributes"]["coupons"] == "SPRING5,FREESHIP"

@@ -8,6 +8,8 @@ class ShopAdapter(OrderAdapter):
     qualifying_statuses = ("paid", "shipped")
     # Cancelling an order takes its points back (or stops an award not sent yet).
     cancelled_statuses = ("cancelled",)
+    # Where the storefront shows its products; Zinrelo links each product to its page.
+    site_url = "https://shop.example.com"
 
     def order_id(self, order):
         return order.number
@@ -34,5 +36,6 @@ class ShopAdapter(OrderAdapter):
                 quantity=line.quantity,
                 price=line.unit_price,
                 title=line.product.title,
+                url=f"{self.site_url}/products/{line.product.sku}/",
                 category=line.product.category or None,
             )

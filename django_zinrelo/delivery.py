@@ -496,6 +496,7 @@ def finish(changes: Sequence[tuple[Award, dict[str, Any]]]) -> None:
 
 
 def settle(changes: Sequence[tuple[Award, dict[str, Any]]]) -> None:
+    """The awards in memory take the state ``finish`` stored, for the signals and the log."""
     for award, fields in changes:
         for name, value in fields.items():
             setattr(award, name, value)

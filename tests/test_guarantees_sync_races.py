@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 # PROCESSES,CONCURRENCY,AWARDS,ROUNDS: the size (4 processes of 8 threads over 2,000
 # awards) is ZINRELO_STRESS="4,8,2000,10"; the default keeps the test under a minute on 2 cores.
 PROCESSES, CONCURRENCY, AWARDS, ROUNDS = (
-    int(n) for n in os.environ.get("ZINRELO_STRESS", "4,8,300,3").split(",")
+    int(n) for n in os.environ.get("ZINRELO_STRESS", "4,8,1000,3").split(",")
 )
 FAULTS = {"503": 0.1, "429": 0.05, "500": 0.05, "reset": 0.05}
 

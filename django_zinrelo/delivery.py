@@ -646,6 +646,7 @@ def finish(changes: Sequence[tuple[Outbox, dict[str, Any]]], model: type[Outbox]
 
 
 def settle(changes: Sequence[tuple[Outbox, dict[str, Any]]]) -> None:
+    """The rows in memory take the state ``finish`` stored, for the signals and the log."""
     for award, fields in changes:
         for name, value in fields.items():
             setattr(award, name, value)

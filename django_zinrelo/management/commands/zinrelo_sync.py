@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from django_zinrelo.client import POOL_SIZE
-from django_zinrelo.models import Status
+from django_zinrelo.models import Status, SyncRun
 from django_zinrelo.sync import Selection, order_model, prepare, preview, send_due
 
 PROGRESS_WIDTH = 30
@@ -188,6 +188,7 @@ class Command(BaseCommand):
             if dry_run:
                 self.preview(selection, missing, failed)
                 return
+            SyncRun.started()
             counts = prepare(selection, record=missing, resend=failed)
         except ImproperlyConfigured as error:  # the adapter cannot select by date
             raise CommandError(str(error)) from None
@@ -199,6 +200,7 @@ class Command(BaseCommand):
         progress = Progress(awards.due().count(), self.stderr)
         result = send_due(awards, concurrency=concurrency, rate=rate, progress=progress)
         progress.finish()
+        SyncRun.finished()
         if selection.everything:
             skipped = len(result.lost)
         else:

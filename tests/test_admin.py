@@ -379,11 +379,13 @@ PAGES = (
 
 
 def queries_per_page(client):
+    """Each page's queries, less the planner's estimate that takes over from the count above
+    ``EXACT_UP_TO`` matches (one more query, on PostgreSQL)."""
     counts = {}
     for url in PAGES:
         with CaptureQueriesContext(connection) as queries:
             assert client.get(url).status_code == 200
-        counts[url] = queries.captured_queries
+        counts[url] = [q for q in queries.captured_queries if not q["sql"].startswith("EXPLAIN")]
     return counts
 
 
@@ -394,7 +396,12 @@ def test_changelists_run_the_same_queries_for_600_or_1800_awards(admin_client):
     fill_log(1800)
     large = queries_per_page(admin_client)
     assert {url: len(queries) for url, queries in large.items()} == small
-    assert str(admin_client.get(AWARDS).context["cl"].paginator.matched) == "more than 1,000"
+    shown = str(admin_client.get(AWARDS).context["cl"].paginator.matched)
+    assert (
+        shown.startswith("about")
+        if connection.vendor == "postgresql"
+        else shown == "more than 1,000"
+    )
 
     for url, queries in large.items():
         sql = [query["sql"] for query in queries]

@@ -136,7 +136,7 @@ def test_the_list_never_counts_fewer_rows_than_it_shows(admin_client, awarded_aw
     above an award: the rows of a list that fits on its page are its count."""
     Award.objects.filter(pk=awarded_award.pk).update(status=Status.RETRYING)
 
-    delivered = []
+    delivered: list[str] = []
 
     def delivered_after_the_first_read(execute, sql, params, many, context):
         result = execute(sql, params, many, context)

@@ -136,8 +136,8 @@ def sync_advice() -> str:
     run = SyncRun.objects.filter(name="zinrelo_sync").first()
     last = f"it last ran {ago(run.started_at)}" if run else "it has never run here"
     return (
-        "Retries are sent by the zinrelo_sync command: schedule it every minute (cron, a "
-        f"systemd timer or zinrelo_sync --every 60), or this award never goes ({last})."
+        "Retries are sent by the zinrelo_sync command: schedule it every minute (cron or a "
+        f"systemd timer), or this award never goes ({last})."
     )
 
 

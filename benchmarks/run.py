@@ -7,6 +7,7 @@ latency per call), on a database created for the run and dropped after it:
     python benchmarks/run.py --database postgres://postgres@127.0.0.1:5432/postgres
     python benchmarks/run.py --quick                           # small counts, a few seconds (CI)
     python benchmarks/run.py --profile                         # + where a sync's time goes
+    python benchmarks/run.py --admin --database postgres://... # admin pages at 1M awards only
 
 The results and the machine they ran on are in docs/performance.md.
 """
@@ -36,7 +37,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import admin_pages  # noqa: E402 - beside this script
+
 LATENCY = 0.020
+ADMIN_ROWS = 1_000_000
+ADMIN_QUICK_ROWS = 3_000
+ADMIN_ROUNDS = 7
 THREADS = 16
 TARGETS = {"baseline": 10.0, "ceiling": 0.80, "memory_mb": 50.0, "save_us": 100.0}
 
@@ -94,7 +100,37 @@ def configure(db: dict[str, Any], api_url: str) -> None:
         SECRET_KEY="benchmarks-only",  # noqa: S106 - no secret: a throwaway process
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
         DATABASES={"default": db},
-        INSTALLED_APPS=["django_zinrelo", "tests.shop"],
+        INSTALLED_APPS=[
+            "django.contrib.admin",
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "django.contrib.sessions",
+            "django.contrib.messages",
+            "django_zinrelo",
+            "tests.shop",
+        ],
+        # The admin pages of ``--admin``, served as tests.settings serves them.
+        ROOT_URLCONF="tests.urls",
+        ALLOWED_HOSTS=["testserver"],
+        MIDDLEWARE=[
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.middleware.csrf.CsrfViewMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+            "django.contrib.messages.middleware.MessageMiddleware",
+        ],
+        TEMPLATES=[
+            {
+                "BACKEND": "django.template.backends.django.DjangoTemplates",
+                "APP_DIRS": True,
+                "OPTIONS": {
+                    "context_processors": [
+                        "django.template.context_processors.request",
+                        "django.contrib.auth.context_processors.auth",
+                        "django.contrib.messages.context_processors.messages",
+                    ]
+                },
+            }
+        ],
         ZINRELO={
             "PARTNER_ID": "sandbox-partner",
             "API_KEY": "sandbox-key",
@@ -445,6 +481,9 @@ def main() -> None:
     parser.add_argument("--database", help="postgres://user@host:port/db (default: SQLite)")
     parser.add_argument("--quick", action="store_true", help="small counts, for CI")
     parser.add_argument("--profile", action="store_true", help="cProfile a one-thread sync")
+    parser.add_argument(
+        "--admin", action="store_true", help="only the admin's pages, at 1,000,000 awards"
+    )
     parser.add_argument("--dry-run-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.dry_run_child:
@@ -466,6 +505,9 @@ def main() -> None:
             award_url = sandbox.url + "transactions/award"
             print(f"django-zinrelo benchmarks{' (quick)' if args.quick else ''}")
             print(f"machine: {versions()}, load average {os.getloadavg()[0]:.1f} at start")
+            if args.admin:
+                admin_pages.run(ADMIN_ROWS, rounds=ADMIN_ROUNDS)
+                return
             print(f"sandbox: in-process, {LATENCY * 1000:.0f} ms latency per call\n")
 
             base = naive(award_url, sizes.naive)
@@ -513,6 +555,8 @@ def main() -> None:
                 f"  HTTP calls inside the saves and transactions: {inside + during}; "
                 f"after commit (delivery thread): {after}"
             )
+            if args.quick:  # a small log, so that the admin's part cannot rot either
+                admin_pages.run(ADMIN_QUICK_ROWS, rounds=1)
             print(f"\ntotal time: {time.perf_counter() - run_started:.0f} s")
             if args.profile:
                 count = sizes.sync // 4

@@ -5,8 +5,9 @@ adds, edits or deletes a row here. Staff act only through the actions, both behi
 permission ``django_zinrelo.resync_award``; they only queue work (see ``sync``) and the HTTP calls
 happen after commit on the delivery path, never while the admin request is open.
 
-The pages must stay fast with millions of attempts: no full ``COUNT(*)`` per page, no facet counts,
-no query per row, exact searches and sorting only on indexed columns.
+The pages must stay fast with millions of rows: counts and pages as ``listing`` makes them, no
+facet counts, no query per row, an index behind every filter, sort and search. Times are shown
+to the second with how long ago they were; the health view sums the log up for staff.
 """
 
 from __future__ import annotations
@@ -17,18 +18,32 @@ from typing import TYPE_CHECKING, Any, Final
 from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.admin import ModelAdmin
+from django.core.exceptions import PermissionDenied
 from django.db import connections, router, transaction
 from django.db.models import Field, Model, Q, QuerySet
 from django.forms.models import BaseInlineFormSet
-from django.http import HttpRequest
-from django.urls import NoReverseMatch, reverse
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
+from django_zinrelo import health
 from django_zinrelo.conf import get_settings
 from django_zinrelo.delivery import DISABLED, enabled
-from django_zinrelo.models import DONE, Award, AwardAttempt, Operation, Trigger
+from django_zinrelo.display import ago, moment
+from django_zinrelo.listing import QuickListAdmin
+from django_zinrelo.models import (
+    DONE,
+    WAITING,
+    Award,
+    AwardAttempt,
+    Operation,
+    Status,
+    SyncRun,
+    Trigger,
+)
 from django_zinrelo.operations import ledger, resend_operations
 from django_zinrelo.sync import CHUNK, resend, resync_orders
 
@@ -122,6 +137,23 @@ class ReadOnly:
         return False
 
 
+def order_prefix(term: str, prefix: str = "") -> Q:
+    """Order ids and member ids starting with ``term``, any case, each behind a prefix index."""
+    return Q(**{f"{prefix}order_id__istartswith": term}) | Q(
+        **{f"{prefix}member_id__istartswith": term}
+    )
+
+
+def sync_advice() -> str:
+    """What a retrying award waits for, with when the command last ran."""
+    run = SyncRun.objects.filter(name="zinrelo_sync").first()
+    last = f"it last ran {ago(run.started_at)}" if run else "it has never run here"
+    return (
+        "Retries are sent by the zinrelo_sync command: schedule it every minute (cron or a "
+        f"systemd timer), or this award never goes ({last})."
+    )
+
+
 class LatestAttempts(AttemptFormSetBase):
     """Only the newest attempts: an award retried for weeks must not render thousands of rows."""
 
@@ -136,7 +168,7 @@ class AttemptInline(ReadOnly, AttemptInlineBase):
     formset = LatestAttempts
     verbose_name_plural = f"latest attempts (newest first, up to {ATTEMPTS_SHOWN})"
     fields = (
-        "created_at",
+        "when",
         "kind",
         "trigger",
         "outcome",
@@ -145,9 +177,14 @@ class AttemptInline(ReadOnly, AttemptInlineBase):
         "reason",
         "duration_ms",
     )
+    readonly_fields = ("when",)
     ordering = ("-created_at", "-pk")
     extra = 0
     show_change_link = True
+
+    @admin.display(description="time")
+    def when(self, attempt: AwardAttempt) -> str:
+        return moment(attempt.created_at)
 
 
 class OperationInline(ReadOnly, OperationInlineBase):
@@ -174,7 +211,7 @@ class OperationInline(ReadOnly, OperationInlineBase):
 
 
 @admin.register(Award)
-class AwardAdmin(ReadOnly, AwardAdminBase):
+class AwardAdmin(ReadOnly, QuickListAdmin, AwardAdminBase):
     list_display = (
         "order",
         "member_id",
@@ -183,62 +220,103 @@ class AwardAdmin(ReadOnly, AwardAdminBase):
         "attempts",
         "last_status_code",
         "last_error_code",
-        "updated_at",
+        "updated",
     )
     list_filter = (
         "status",
+        "created_at",
         ("last_status_code", IndexedValuesFilter),
         ("last_error_code", IndexedValuesFilter),
         ("activity_id", IndexedValuesFilter),
     )
-    sortable_by = ("order", "member_id", "updated_at")
-    search_fields = ("order_id", "order_pk", "member_id")
-    search_help_text = "Exact order id, order primary key or member id."
-    date_hierarchy = "created_at"
-    show_full_result_count = False
+    sortable_by = ("order", "member_id", "updated")
+    search_fields = ("order_id", "member_id", "order_pk")
+    search_help_text = (
+        "The start of an order id or a member id (any case), or an order's primary key."
+    )
     show_facets = admin.ShowFacets.NEVER
     actions = ("resend_to_zinrelo",)
     inlines = (OperationInline, AttemptInline)
-    fieldsets = (
-        (None, {"fields": ("order_link", "order_id", "member_id", "activity_id")}),
-        ("Ledger", {"fields": ("ledger_shown",)}),
-        (
-            "Delivery",
-            {
-                "fields": (
-                    "status",
-                    "attempts",
-                    "all_attempts",
-                    "next_attempt_at",
-                    "claimed_until",
-                    "last_status_code",
-                    "last_error_code",
-                    "last_reason",
-                )
-            },
-        ),
-        ("Zinrelo", {"fields": ("points", "points_status", "transaction_id")}),
-        ("Sent", {"fields": ("payload_shown", "created_at", "updated_at")}),
-    )
     readonly_fields = (
         "order_link",
         "ledger_shown",
-        "all_attempts",
+        "status_shown",
+        "calls",
+        "next_attempt",
+        "claimed",
         "payload_shown",
-        "claimed_until",
-        "created_at",
-        "updated_at",
+        "created",
+        "updated",
     )
+
+    def get_fieldsets(self, request: HttpRequest, obj: Award | None = None) -> Any:
+        """ "Next attempt" only while one is due, the claim only while a call is under way."""
+        delivery: list[str] = ["status_shown", "attempts", "calls"]
+        if obj is not None and obj.status in WAITING:
+            delivery.append("next_attempt")
+        if obj is not None and obj.status == Status.SENDING:
+            delivery.append("claimed")
+        delivery += ["last_status_code", "last_error_code", "last_reason"]
+        return (
+            (None, {"fields": ("order_link", "member_id", "activity_id")}),
+            ("Ledger", {"fields": ("ledger_shown",)}),
+            ("Delivery", {"fields": delivery}),
+            ("Zinrelo", {"fields": ("points", "points_status", "transaction_id")}),
+            ("Sent", {"fields": ("payload_shown", "created", "updated")}),
+        )
+
+    def get_urls(self) -> list[URLPattern]:
+        health = path(
+            "health/",
+            self.admin_site.admin_view(self.health_view),
+            name="django_zinrelo_award_health",
+        )
+        return [health, *super().get_urls()]
+
+    def health_view(self, request: HttpRequest) -> HttpResponse:
+        """The log at a glance for staff who may view it (see ``health``)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Zinrelo health",
+            "opts": self.model._meta,
+            "health": health.gather(),
+        }
+        return TemplateResponse(request, "admin/django_zinrelo/health.html", context)
 
     @admin.display(description="order", ordering="order_id")
     def order(self, award: Award) -> str:
         return award.order_id or award.order_pk
 
+    @admin.display(description="updated", ordering="updated_at")
+    def updated(self, award: Award) -> str:
+        return moment(award.updated_at)
+
+    @admin.display(description="created")
+    def created(self, award: Award) -> str:
+        return moment(award.created_at)
+
+    @admin.display(description="next attempt")
+    def next_attempt(self, award: Award) -> str:
+        return moment(award.next_attempt_at)
+
+    @admin.display(description="call under way until")
+    def claimed(self, award: Award) -> str:
+        return moment(award.claimed_until)
+
+    @admin.display(description="status")
+    def status_shown(self, award: Award) -> str:
+        label = award.get_status_display()
+        if award.status == Status.RETRYING:
+            return format_html("{}<br>{}", label, sync_advice())
+        return label
+
     @admin.display(description="order")
     def order_link(self, award: Award) -> str:
-        """The shop's own admin page for the order, when the shop registers one."""
+        """The order by its number, linked to the shop's own admin page when it has one."""
         app_label, _, model_name = award.order_model.partition(".")
-        text = f"{award.order_model} #{award.order_pk}"
+        text = award.order_id or f"primary key {award.order_pk}"
         try:
             url = reverse(
                 f"admin:{app_label}_{model_name}_change",
@@ -266,13 +344,21 @@ class AwardAdmin(ReadOnly, AwardAdminBase):
             book.left,
         )
 
-    @admin.display(description="attempt log")
-    def all_attempts(self, award: Award) -> str:
+    @admin.display(description="calls to Zinrelo")
+    def calls(self, award: Award) -> str:
+        """Every call ever made for the award: "attempts" restarts at 0 when it is re-sent."""
         url = reverse(
             "admin:django_zinrelo_awardattempt_changelist", current_app=self.admin_site.name
         )
         query = urlencode({"award__id__exact": award.pk})
-        return format_html('<a href="{}?{}">All attempts for this award</a>', url, query)
+        total = award.attempts_log.count()
+        return format_html(
+            '<a href="{}?{}">{} in all</a> (attempts counts those since it was recorded or '
+            "last re-sent)",
+            url,
+            query,
+            total,
+        )
 
     @admin.display(description="payload")
     def payload_shown(self, award: Award) -> str:
@@ -283,7 +369,8 @@ class AwardAdmin(ReadOnly, AwardAdminBase):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Award], search_term: str
     ) -> tuple[QuerySet[Award], bool]:
-        """Whole-value matches, each behind an index: a ``LIKE '%term%'`` reads the whole log.
+        """Prefixes of order and member ids in any case, and an order's primary key exactly,
+        each behind an index: a ``LIKE '%term%'`` reads the whole log.
 
         The order's primary key is matched with the configured order model, so the unique
         index (order model, order pk, activity) serves it.
@@ -291,7 +378,7 @@ class AwardAdmin(ReadOnly, AwardAdminBase):
         term = search_term.strip()
         if not term:
             return queryset, False
-        match = Q(order_id=term) | Q(member_id=term)
+        match = order_prefix(term)
         label = get_settings().order_model
         try:
             model = apps.get_model(label) if isinstance(label, str) else None
@@ -322,11 +409,9 @@ class AwardAdmin(ReadOnly, AwardAdminBase):
 
 
 @admin.register(AwardAttempt)
-class AwardAttemptAdmin(ReadOnly, AttemptAdminBase):
-    """No date hierarchy: it reads every row's date on each page to build its year/month links."""
-
+class AwardAttemptAdmin(ReadOnly, QuickListAdmin, AttemptAdminBase):
     list_display = (
-        "created_at",
+        "created",
         "award_link",
         "kind",
         "trigger",
@@ -343,16 +428,17 @@ class AwardAttemptAdmin(ReadOnly, AttemptAdminBase):
         "trigger",
         "created_at",
     )
-    sortable_by = ("created_at",)
+    sortable_by = ("created",)
     list_select_related = ("award",)
     ordering = ("-created_at", "-pk")
-    show_full_result_count = False
+    search_fields = ("award__order_id", "award__member_id")
+    search_help_text = "The start of the award's order id or member id (any case)."
     show_facets = admin.ShowFacets.NEVER
     fields = (
         "award_link",
         "operation",
         "kind",
-        "created_at",
+        "created",
         "trigger",
         "outcome",
         "status_code",
@@ -362,10 +448,14 @@ class AwardAttemptAdmin(ReadOnly, AttemptAdminBase):
         "request_shown",
         "response_shown",
     )
-    readonly_fields = ("award_link", "request_shown", "response_shown")
+    readonly_fields = ("award_link", "created", "request_shown", "response_shown")
     raw_id_fields = ("operation",)
 
-    @admin.display(description="award")
+    @admin.display(description="time", ordering="created_at")
+    def created(self, attempt: AwardAttempt) -> str:
+        return moment(attempt.created_at)
+
+    @admin.display(description="order")
     def award_link(self, attempt: AwardAttempt) -> str:
         url = reverse(
             "admin:django_zinrelo_award_change",
@@ -382,6 +472,16 @@ class AwardAttemptAdmin(ReadOnly, AttemptAdminBase):
     @admin.display(description="response received")
     def response_shown(self, attempt: AwardAttempt) -> str:
         return pretty(attempt.response_body) if attempt.response_body else "-"
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[AwardAttempt], search_term: str
+    ) -> tuple[QuerySet[AwardAttempt], bool]:
+        """The attempts of awards whose order or member id starts with the term, any case."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        awards = Award.objects.filter(order_prefix(term)).values("pk")
+        return queryset.filter(award__in=awards), False
 
 
 @admin.register(Operation)
@@ -490,12 +590,61 @@ def resync_to_zinrelo(
     resync_selected(modeladmin, request, queryset)
 
 
+def awards_of(order: Model) -> QuerySet[Award]:
+    """The order's awards, found through the unique index (order model, order pk, activity)."""
+    return Award.objects.filter(order_model=order._meta.label_lower, order_pk=str(order.pk))
+
+
 class ZinreloOrderAdminMixin(OrderAdminBase):
-    """Put first in the bases of the shop's order ``ModelAdmin`` for a "Re-sync to Zinrelo" action.
+    """Put first in the bases of the shop's order ``ModelAdmin`` for a "Re-sync to Zinrelo" action
+    and the order's award on its page.
 
     The action is added to whatever ``actions`` the shop declares, and shown only to users with
-    the ``django_zinrelo.resync_award`` permission; Django refuses it to anyone else.
+    the ``django_zinrelo.resync_award`` permission; Django refuses it to anyone else. The award
+    (status, points, last error, a link to it) is a read-only "Zinrelo" section of the order's
+    page, unless the shop places the ``zinrelo_award`` field itself.
     """
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        return fields if "zinrelo_award" in fields else (*fields, "zinrelo_award")
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        fieldsets = list(super().get_fieldsets(request, obj))
+        placed = [
+            *(self.fields or ()),
+            *(name for _, o in self.fieldsets or () for name in o["fields"]),
+        ]
+        if "zinrelo_award" in placed:
+            return fieldsets
+        without = [
+            (name, {**options, "fields": [f for f in options["fields"] if f != "zinrelo_award"]})
+            for name, options in fieldsets
+        ]
+        return without if obj is None else [*without, ("Zinrelo", {"fields": ["zinrelo_award"]})]
+
+    @admin.display(description="award")
+    def zinrelo_award(self, order: Model) -> str:
+        rows = [
+            format_html(
+                '<a href="{}">{}</a>: {}{}{}',
+                reverse(
+                    "admin:django_zinrelo_award_change",
+                    args=[award.pk],
+                    current_app=self.admin_site.name,
+                ),
+                award.activity_id,
+                award.get_status_display(),
+                f", {award.points} points" if award.points is not None else "",
+                format_html(" ({}: {})", award.last_error_code, award.last_reason)
+                if award.last_error_code
+                else "",
+            )
+            for award in awards_of(order)
+        ]
+        if not rows:
+            return "No award recorded for this order."
+        return format_html("{}", SafeString("<br>".join(rows)))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -11,7 +11,10 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection, models
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.backends.ddl_references import Statement
 from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 from django_zinrelo.client import Outcome
@@ -35,11 +38,11 @@ WAITING = frozenset({Status.PENDING, Status.RETRYING})
 
 
 class Trigger(models.TextChoices):
-    ORDER_SAVE = "order_save", "Order saved"
+    ORDER_SAVE = "order_save", "Order save"
     RETRY = "retry", "Retry"
-    ADMIN = "admin", "Admin"
-    COMMAND = "command", "zinrelo_sync"
-    REFUND = "refund", "Refund recorded"
+    ADMIN = "admin", "Admin action"
+    COMMAND = "command", "Sync command"
+    REFUND = "refund", "Refund"
 
 
 class Call(models.TextChoices):
@@ -94,6 +97,37 @@ class AwardQuerySet(QuerySet["Award"]):
         )
 
 
+class PrefixIndex(models.Index):
+    """An index on ``UPPER(column)`` that serves a case-insensitive prefix search
+    (``istartswith``, ``UPPER(column) LIKE 'TERM%'``) on millions of rows.
+
+    PostgreSQL uses a b-tree for ``LIKE`` only in the ``C`` collation or with a pattern operator
+    class, which it alone knows; elsewhere the index is a plain one on the same expression.
+    """
+
+    def __init__(self, field: str, name: str) -> None:
+        super().__init__(Upper(field), name=name)
+        self.field = field
+
+    def deconstruct(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+        path, _, kwargs = super().deconstruct()
+        return path, (self.field,), {"name": kwargs["name"]}
+
+    def create_sql(
+        self,
+        model: type[models.Model],
+        schema_editor: BaseDatabaseSchemaEditor,
+        using: str = "",
+        **kwargs: Any,
+    ) -> Statement:
+        statement = super().create_sql(model, schema_editor, using, **kwargs)
+        if schema_editor.connection.vendor == "postgresql":
+            # Django's own ``OpClass`` needs django.contrib.postgres installed; a shop may not.
+            columns = f"{statement.parts['columns']} text_pattern_ops"
+            statement.parts["columns"] = columns  # type: ignore[assignment]
+        return statement
+
+
 class Award(Outbox):
     order_model = models.CharField(max_length=100, help_text="The shop's order model label.")
     order_pk = models.CharField("order primary key", max_length=64)
@@ -116,9 +150,12 @@ class Award(Outbox):
             models.Index(fields=["activity_id"], name="zinrelo_award_activity"),
             models.Index(fields=["order_id"], name="zinrelo_award_order_id"),
             models.Index(fields=["member_id"], name="zinrelo_award_member"),
+            PrefixIndex("order_id", name="zinrelo_award_order_prefix"),
+            PrefixIndex("member_id", name="zinrelo_award_member_prefix"),
             models.Index(fields=["last_error_code"], name="zinrelo_award_error"),
             models.Index(fields=["last_status_code"], name="zinrelo_award_http"),
-            models.Index(fields=["-created_at"], name="zinrelo_award_created"),
+            # With the status, so that the health view's counts per day read only the index.
+            models.Index(fields=["-created_at", "status"], name="zinrelo_award_created"),
             models.Index(fields=["-updated_at"], name="zinrelo_award_updated"),
         ]
         permissions = [("resync_award", "Can re-send awards to Zinrelo")]
@@ -238,7 +275,9 @@ class AwardAttempt(models.Model):
     kind = models.CharField("call", max_length=16, choices=Call.choices, default=Call.AWARD)
     created_at = models.DateTimeField(default=timezone.now)
     trigger = models.CharField(max_length=16, choices=Trigger.choices)
-    outcome = models.CharField(max_length=16, choices=[(o.value, o.name.title()) for o in Outcome])
+    outcome = models.CharField(
+        max_length=16, choices=[(o.value, o.value.replace("_", " ").capitalize()) for o in Outcome]
+    )
     status_code = models.PositiveSmallIntegerField("HTTP status", null=True, blank=True)
     error_code = models.CharField(max_length=64, blank=True)
     reason = models.TextField(blank=True)
@@ -260,6 +299,34 @@ class AwardAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.outcome} {self.status_code or '-'} {self.error_code}".strip()
+
+
+class SyncRun(models.Model):
+    """When ``zinrelo_sync`` last ran: one row, written as each run starts and ends.
+
+    Without a scheduled run, retries wait forever; the admin's health view warns when this row
+    is older than a few minutes.
+    """
+
+    name = models.CharField(max_length=32, unique=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "zinrelo_sync run"
+
+    def __str__(self) -> str:
+        return f"{self.name} started {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+    @classmethod
+    def started(cls, name: str = "zinrelo_sync") -> None:
+        cls.objects.update_or_create(
+            name=name, defaults={"started_at": timezone.now(), "finished_at": None}
+        )
+
+    @classmethod
+    def finished(cls, name: str = "zinrelo_sync") -> None:
+        cls.objects.filter(name=name).update(finished_at=timezone.now())
 
 
 def update_each(

@@ -142,14 +142,19 @@ def test_the_award_page_shows_the_latest_attempts_and_links_to_all(admin_client,
     assert listed.context["cl"].result_count == ATTEMPTS_SHOWN + 12
 
 
-def test_search_matches_order_id_order_pk_and_member_exactly(admin_client, awarded_award):
-    make_order(number="other", status="new", email="someone@example.com")
+def test_search_matches_prefixes_of_order_and_member_ids_in_any_case_and_the_order_pk(
+    admin_client, awarded_award
+):
+    other = make_order(number="other", status="paid", email="someone@example.com")
     order = Order.objects.get(number="A-1")
-    for term in ("A-1", str(order.pk), "jane@example.com"):
+    for term in ("A-1", "a-", str(order.pk), "jane@example.com", "JANE@Example.COM", " jan"):
         found = admin_client.get(AWARDS, {"q": term}).context["cl"].result_list
         assert list(found) == [awarded_award], term
-    for partial in ("jane", "A-"):
-        assert not admin_client.get(AWARDS, {"q": partial}).context["cl"].result_list, partial
+    for inside in ("ane", "-1", "example.com"):
+        assert not admin_client.get(AWARDS, {"q": inside}).context["cl"].result_list, inside
+    attempts = admin_client.get(ATTEMPTS, {"q": "JANE"}).context["cl"].result_list
+    assert [attempt.award for attempt in attempts] == [awarded_award]
+    assert other.pk != order.pk
 
 
 def test_the_log_cannot_be_added_to_changed_or_deleted(admin_client, refused_award):
@@ -379,22 +384,29 @@ PAGES = (
 
 
 def queries_per_page(client):
+    """Each page's queries, less the planner's estimate that takes over from the count above
+    ``EXACT_UP_TO`` matches (one more query, on PostgreSQL)."""
     counts = {}
     for url in PAGES:
         with CaptureQueriesContext(connection) as queries:
             assert client.get(url).status_code == 200
-        counts[url] = queries.captured_queries
+        counts[url] = [q for q in queries.captured_queries if not q["sql"].startswith("EXPLAIN")]
     return counts
 
 
-def test_changelists_run_the_same_queries_for_30_or_300_awards(admin_client):
-    fill_log(30)
+def test_changelists_run_the_same_queries_for_600_or_1800_awards(admin_client):
+    fill_log(600)
     small = {url: len(queries) for url, queries in queries_per_page(admin_client).items()}
     Award.objects.all().delete()
-    fill_log(300)
+    fill_log(1800)
     large = queries_per_page(admin_client)
     assert {url: len(queries) for url, queries in large.items()} == small
-    assert admin_client.get(ATTEMPTS).context["cl"].result_count == 900
+    shown = str(admin_client.get(AWARDS).context["cl"].paginator.matched)
+    assert (
+        shown.startswith("about")
+        if connection.vendor == "postgresql"
+        else shown == "more than 1,000"
+    )
 
     for url, queries in large.items():
         sql = [query["sql"] for query in queries]
@@ -424,7 +436,7 @@ def test_filters_offer_each_value_present_sorted_with_empty_last(admin_client, a
 def test_every_filter_and_sort_is_served_by_an_index():
     def leading_columns(model):
         meta = model._meta
-        firsts = [index.fields[0].lstrip("-") for index in meta.indexes]
+        firsts = [index.fields[0].lstrip("-") for index in meta.indexes if index.fields]
         firsts += [c.fields[0] for c in meta.constraints]
         return {meta.get_field(name).name for name in firsts} | {"id"}
 

@@ -23,7 +23,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from django_zinrelo.client import POOL_SIZE
 from django_zinrelo.conf import get_settings
 from django_zinrelo.delivery import DISABLED, enabled
-from django_zinrelo.models import Status, Trigger
+from django_zinrelo.models import Status, SyncRun, Trigger
 from django_zinrelo.operations import send_due_operations
 from django_zinrelo.sync import Selection, order_model, prepare, preview, send_due
 
@@ -229,6 +229,7 @@ class Command(BaseCommand):
             if dry_run:
                 self.preview(selection, missing, failed)
                 return
+            SyncRun.started()
             counts = prepare(selection, record=missing, resend=failed)
         except ImproperlyConfigured as error:  # the adapter cannot select by date
             raise CommandError(str(error)) from None
@@ -255,6 +256,7 @@ class Command(BaseCommand):
         if operations:
             done = ", ".join(f"{count} {status}" for status, count in sorted(operations.items()))
             self.stdout.write(f"Cancellations, refunds and approvals: {done}.")
+        SyncRun.finished()
         if result.unrecorded:
             # Exit status 1 and a line on stderr: what cron and monitoring notice.
             raise CommandError(

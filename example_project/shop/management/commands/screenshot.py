@@ -166,7 +166,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("output", type=Path)
         parser.add_argument("--path", default="/admin/django_zinrelo/award/")
-        parser.add_argument("--size", default="1400x800", help="WIDTHxHEIGHT in CSS pixels.")
+        parser.add_argument("--size", default="1440x800", help="WIDTHxHEIGHT in CSS pixels.")
         parser.add_argument("--chromium", default=shutil.which("chromium"))
 
     def handle(self, *args, output, path, size, chromium, **options):

@@ -179,11 +179,13 @@ def _decimal(value: Any, name: str) -> Decimal:
     return number
 
 
-def _whole(value: Any, name: str) -> int:
+def _quantity(value: Any, name: str) -> Decimal:
+    """Units above zero: whole ones, or parts of one for goods sold by weight (Zinrelo's guides
+    accept decimals)."""
     number = _number(value)
-    if number is None or number <= 0 or number != number.to_integral_value():
-        raise invalid(f"{name} must be a whole number above zero, not {value!r}.")
-    return int(number)
+    if number is None or number <= 0:
+        raise invalid(f"{name} must be a number above zero, not {value!r}.")
+    return number
 
 
 def _date(body: Mapping[str, Any], name: str) -> datetime | None:
@@ -207,7 +209,7 @@ class _Line:
     """One product line of an award, with the units not yet returned."""
 
     product_id: str
-    left: int
+    left: Decimal
     value: Decimal  # one unit's share of the basis
 
 
@@ -225,7 +227,7 @@ def _purchase(attributes: Mapping[str, Any]) -> tuple[Decimal, list[_Line]]:
         return subtotal, []
     if not isinstance(products, list):
         raise invalid("products must be a list.")
-    bought: list[tuple[str, int, Decimal]] = []
+    bought: list[tuple[str, Decimal, Decimal]] = []
     for number, product in enumerate(products, start=1):
         where = f" of product {number}"
         if not isinstance(product, dict):
@@ -236,7 +238,7 @@ def _purchase(attributes: Mapping[str, Any]) -> tuple[Decimal, list[_Line]]:
         price = _decimal(product["product_price"], f"product_price{where}")
         if price < 0:
             raise invalid(f"product_price{where} must not be negative.")
-        quantity = _whole(product["product_quantity"], f"product_quantity{where}")
+        quantity = _quantity(product["product_quantity"], f"product_quantity{where}")
         bought.append((str(product["product_id"]), quantity, price))
     total = sum((price * quantity for _, quantity, price in bought), Decimal(0))
     basis = min(total, subtotal)
@@ -543,14 +545,14 @@ class ZinreloLedger:
             raise refused("INVALID_MEMBER")
         if award.status == "rejected" or award.value_left <= 0:
             raise refused("INVALID_AMOUNT_TO_DEDUCT")
-        taken: list[tuple[_Line, int]] = []
+        taken: list[tuple[_Line, Decimal]] = []
         if amount not in (None, ""):
             value = _number(amount)
             if value is None or value <= 0 or value > award.value_left:
                 raise refused("INVALID_AMOUNT_TO_DEDUCT")
         elif product_id not in (None, ""):
             taken = self._units(
-                award, str(product_id), _whole(quantity, "returned_product_quantity")
+                award, str(product_id), _quantity(quantity, "returned_product_quantity")
             )
             value = min(award.value_left, sum((line.value * n for line, n in taken), Decimal(0)))
         else:
@@ -566,12 +568,12 @@ class ZinreloLedger:
             line.left -= units
         if full:
             for line in award.lines:
-                line.left = 0
+                line.left = Decimal(0)
         award.value_left = Decimal(0) if full else award.value_left - value
         return self._deduct(award, points, attributes)
 
     @staticmethod
-    def _units(award: _Award, product_id: str, quantity: int) -> list[tuple[_Line, int]]:
+    def _units(award: _Award, product_id: str, quantity: Decimal) -> list[tuple[_Line, Decimal]]:
         """The units a product return takes, line by line (a product may span several lines)."""
         lines = [line for line in award.lines if line.product_id == product_id]
         if not lines:
@@ -621,7 +623,7 @@ class ZinreloLedger:
             if self._available(award.member_id) < award.left:
                 raise refused("INVALID_AMOUNT_TO_DEDUCT")
             for line in award.lines:
-                line.left = 0
+                line.left = Decimal(0)
             award.value_left = Decimal(0)
             return self._deduct(award, award.left, {})
         if award.status != "pending":

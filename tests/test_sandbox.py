@@ -383,7 +383,7 @@ def test_each_product_field_is_mandatory(sandbox, field):
 
 
 @pytest.mark.parametrize(
-    ("quantity", "price"), [("1.5", "10"), ("0", "10"), ("1", "-3"), ("one", "10")]
+    ("quantity", "price"), [("-1.5", "10"), ("0", "10"), ("1", "-3"), ("one", "10")]
 )
 def test_product_quantity_and_price_must_make_sense(sandbox, quantity, price):
     product = {
@@ -762,11 +762,11 @@ def test_return_refusals_change_nothing(sandbox, body, code, reason):
     [
         {"returned_product_id": "SKU-1"},
         {"returned_product_id": "SKU-1", "returned_product_quantity": "0"},
-        {"returned_product_id": "SKU-1", "returned_product_quantity": "1.5"},
+        {"returned_product_id": "SKU-1", "returned_product_quantity": "-1"},
         {"returned_product_quantity": "1"},
     ],
 )
-def test_a_product_return_needs_a_whole_quantity_and_a_product(sandbox, attributes):
+def test_a_product_return_needs_a_quantity_above_zero_and_a_product(sandbox, attributes):
     shop_order(sandbox)
     response = send_return(sandbox, give_back(**attributes))
 
@@ -1727,3 +1727,31 @@ def test_command_prints_one_line_per_request_and_never_a_header(monkeypatch, ver
         assert lines[4:] == [calls[2], "Stopping the Zinrelo sandbox."]
     assert "sandbox-key" not in log
     assert "sandbox-partner" not in log
+
+
+def test_goods_sold_by_weight_are_awarded_and_returned_by_the_unit_fraction(sandbox):
+    """Zinrelo's guides accept decimal quantities (``fractional_quantities`` in the adapter)."""
+    beans = {
+        "product_id": "BEANS",
+        "product_quantity": "2.5",
+        "product_price": "16.00",
+        "product_title": "Coffee beans, per kg",
+    }
+    body = purchase("W1", order_total="40.00", order_subtotal="40.00", products=[beans])
+    assert award(sandbox, body).json()["data"]["points"] == 40
+    returned = requests.post(
+        sandbox.url + "transactions/return",
+        json={
+            "member_id": "jane@example.com",
+            "activity_id": "made_a_purchase",
+            "transaction_attributes": {
+                "order_id": "W1",
+                "returned_product_id": "BEANS",
+                "returned_product_quantity": "0.5",
+            },
+        },
+        headers=AUTH,
+        timeout=TIMEOUT,
+    )
+    assert returned.json()["data"]["points"] == 8
+    assert sandbox.order_points("W1") == 32

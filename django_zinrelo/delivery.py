@@ -71,13 +71,15 @@ def report_once(problem: str, message: str, *args: Any, level: int = logging.ERR
 
 
 @lru_cache(maxsize=8)
-def load_adapter(path: Any) -> OrderAdapter:
+def load_adapter(path: Any) -> Any:
+    """The adapter named by a setting (a dotted path or the class), made once per process."""
     adapter_class = import_string(path) if isinstance(path, str) else path
-    return adapter_class()  # type: ignore[no-any-return]
+    return adapter_class()
 
 
 def get_adapter(conf: ZinreloSettings | None = None) -> OrderAdapter:
-    return load_adapter((conf or get_settings()).order_adapter)
+    adapter: OrderAdapter = load_adapter((conf or get_settings()).order_adapter)
+    return adapter
 
 
 def lease(conf: ZinreloSettings, calls: int = 1, waiting: float = 0.0) -> timedelta:

@@ -15,11 +15,10 @@ from django.db import connections, transaction
 from django.db.models import Field, Model
 from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
-from django.utils.module_loading import import_string
 
 from django_zinrelo.adapters import RefundAdapter
 from django_zinrelo.conf import get_settings
-from django_zinrelo.delivery import deliver_order, enabled, get_adapter
+from django_zinrelo.delivery import deliver_order, enabled, get_adapter, load_adapter
 from django_zinrelo.dispatch import submit
 from django_zinrelo.models import Award
 from django_zinrelo.operations import record_approval, record_cancellation, record_refund
@@ -90,12 +89,6 @@ def order_saved(
         )
 
 
-@lru_cache(maxsize=8)
-def load_refund_adapter(path: Any) -> RefundAdapter:
-    adapter_class = import_string(path) if isinstance(path, str) else path
-    return adapter_class()  # type: ignore[no-any-return]
-
-
 def refund_saved(
     sender: type[Model], instance: Model, raw: bool = False, using: str = "default", **kwargs: Any
 ) -> None:
@@ -106,7 +99,7 @@ def refund_saved(
     if not enabled(conf):
         return
     try:
-        adapter = load_refund_adapter(conf.refund_adapter)
+        adapter: RefundAdapter = load_adapter(conf.refund_adapter)
         if not adapter.applies(instance):
             return
         amount = adapter.amount(instance)

@@ -90,14 +90,15 @@ def build(rows: int) -> int:
             f"FROM ({sql.numbers.format(rows=int(rows))}) numbers ORDER BY i",
         )
         cursor.execute(
-            f"INSERT INTO {attempts} (award_id, created_at, trigger, outcome, status_code, "  # noqa: S608
+            f"INSERT INTO {attempts} (award_id, kind, created_at, trigger, outcome, status_code, "  # noqa: S608
             "error_code, reason, duration_ms, request_body, response_body) "
-            "SELECT id, created_at, CASE WHEN attempts > 1 THEN 'retry' ELSE 'order_save' END, "
+            "SELECT id, 'award', created_at, "
+            "CASE WHEN attempts > 1 THEN 'retry' ELSE 'order_save' END, "
             "CASE WHEN status IN ('awarded', 'already_awarded', 'refused') THEN status "
             "ELSE 'retryable' END, last_status_code, last_error_code, '', 180, "
             f"CAST(payload AS TEXT), '{{\"success\": true}}' FROM {awards} "
             "WHERE status NOT IN ('pending', 'invalid') "
-            "UNION ALL SELECT id, created_at, 'order_save', 'retryable', 503, "
+            "UNION ALL SELECT id, 'award', created_at, 'order_save', 'retryable', 503, "
             f"'SERVICE_UNAVAILABLE', '', 20000, CAST(payload AS TEXT), '' FROM {awards} "
             "WHERE attempts > 1 ORDER BY 1, 2",
         )

@@ -20,7 +20,7 @@ from django.contrib.admin.options import IncorrectLookupParameters, ModelAdmin
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import F, Model, OrderBy, QuerySet
+from django.db.models import F, Model, OrderBy, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.utils.functional import cached_property
@@ -61,12 +61,27 @@ def planner_rows(queryset: QuerySet[Any]) -> int | None:
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
+def bounded_count(queryset: QuerySet[Any], limit: int) -> int:
+    """How many rows match, counting no further than ``limit``.
+
+    The rows counted select a constant, so that an index holding the filtered columns answers
+    alone (an index-only scan); Django's ``count()`` of a slice selects the primary key, which
+    only the table has, or (for a constant) nothing at all, which SQLite refuses.
+    """
+    rows = queryset.order_by().values(one=Value(1))[:limit]
+    sql, params = rows.query.get_compiler(using=queryset.db).as_sql()
+    with connections[queryset.db].cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM ({sql}) matched", params)  # noqa: S608
+        (found,) = cursor.fetchone()
+    return int(found)
+
+
 def count(queryset: QuerySet[Any]) -> Count:
     """Exact while it is cheap to be (reading at most ``EXACT_UP_TO + 1`` rows), else estimated.
 
     The bounded count reads index entries until it has enough; the estimate costs a plan.
     """
-    capped = queryset.order_by().values("pk")[: EXACT_UP_TO + 1].count()
+    capped = bounded_count(queryset, EXACT_UP_TO + 1)
     if capped <= EXACT_UP_TO:
         return Count(capped, exact=True)
     estimate = planner_rows(queryset)

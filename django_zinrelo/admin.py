@@ -402,8 +402,8 @@ class AwardAdmin(ReadOnly, QuickListAdmin, AwardAdminBase):
         skipped = selected - queued
         self.message_user(
             request,
-            f"Queued {queued} failed award(s) to re-send to Zinrelo; "
-            f"skipped {skipped} that had not failed.",
+            f"Queued {queued} award(s) that ended refused, invalid or failed to re-send to "
+            f"Zinrelo; skipped {skipped} that had not ended so.",
             messages.SUCCESS if queued else messages.WARNING,
         )
 
@@ -541,8 +541,8 @@ class OperationAdmin(ReadOnly, OperationAdminBase):
         queued = resend_operations(queryset, Trigger.ADMIN)
         self.message_user(
             request,
-            f"Queued {queued} failed operation(s) to re-send to Zinrelo; "
-            f"skipped {selected - queued} that had not failed.",
+            f"Queued {queued} operation(s) that ended refused, invalid or failed to re-send to "
+            f"Zinrelo; skipped {selected - queued} that had not ended so.",
             messages.SUCCESS if queued else messages.WARNING,
         )
 

@@ -208,7 +208,8 @@ def test_staff_with_the_permission_re_send_failed_awards_only(
     with django_capture_on_commit_callbacks(execute=True):
         _, notes = run_action(client, AWARDS, "resend_to_zinrelo", [refused_award, awarded_award])
     assert notes == [
-        "Queued 1 failed award(s) to re-send to Zinrelo; skipped 1 that had not failed."
+        "Queued 1 award(s) that ended refused, invalid or failed to re-send to Zinrelo; "
+        "skipped 1 that had not ended so."
     ]
     assert len(zinrelo.calls) == calls + 1
     refused_award.refresh_from_db()

@@ -73,6 +73,7 @@ def test_only_staff_with_the_resync_permission_may_re_send(
     with django_capture_on_commit_callbacks(execute=True):
         _, messages = run_action(resyncer, OPERATIONS, "resend_operations_to_zinrelo", [refunded])
     assert messages == [
-        "Queued 1 failed operation(s) to re-send to Zinrelo; skipped 0 that had not failed."
+        "Queued 1 operation(s) that ended refused, invalid or failed to re-send to Zinrelo; "
+        "skipped 0 that had not ended so."
     ]
     assert Operation.objects.get().status == OperationStatus.DONE

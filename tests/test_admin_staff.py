@@ -219,3 +219,22 @@ def test_the_health_view_counts_statuses_and_days_and_warns_without_zinrelo_sync
     assert "has never run" not in text(admin_client.get(HEALTH))
     SyncRun.objects.update(started_at=timezone.now() - timedelta(minutes=10))
     assert "more than 5 minutes ago" in text(admin_client.get(HEALTH))
+
+
+def test_the_health_view_shows_a_store_wide_problem_until_zinrelo_awards_again(admin_client):
+    Award.objects.create(
+        order_model="shop.order",
+        order_pk="77",
+        activity_id="made_a_purchase",
+        status=Status.RETRYING,
+        last_error_code="STORE_INACTIVE",
+        last_reason="Store is not active.",
+    )
+    page = admin_client.get(HEALTH).content.decode()
+    assert "The Zinrelo store is not active: reactivate it" in page
+    assert "1 Zinrelo award(s) are waiting" in page
+
+    Award.objects.create(  # fixed at Zinrelo: an award went through after the last refusal
+        order_model="shop.order", order_pk="78", activity_id="made_a_purchase", status="awarded"
+    )
+    assert "The Zinrelo store is not active" not in admin_client.get(HEALTH).content.decode()

@@ -183,6 +183,7 @@ class AwardAdmin(ReadOnly, AwardAdminBase):
         "attempts",
         "last_status_code",
         "last_error_code",
+        "store",
         "updated_at",
     )
     list_filter = (
@@ -190,6 +191,7 @@ class AwardAdmin(ReadOnly, AwardAdminBase):
         ("last_status_code", IndexedValuesFilter),
         ("last_error_code", IndexedValuesFilter),
         ("activity_id", IndexedValuesFilter),
+        ("store", IndexedValuesFilter),
     )
     sortable_by = ("order", "member_id", "updated_at")
     search_fields = ("order_id", "order_pk", "member_id")

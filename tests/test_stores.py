@@ -7,7 +7,9 @@ other key, so an award accepted by a store proves it carried that store's creden
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -28,7 +30,8 @@ from django_zinrelo.conf import get_settings
 from django_zinrelo.models import Award, AwardAttempt, Operation, OperationStatus, Status
 from django_zinrelo.sandbox import DEFAULT_API_KEY, DEFAULT_PARTNER_ID, ZinreloSandbox
 from django_zinrelo.sync import deliver_due
-from tests.sandboxed import FAST, award_calls, new_order, sync
+from tests.sandboxed import FAST, award_calls, new_order, shared_database, shop_process, sync
+from tests.shop.models import Order
 from tests.shop.zinrelo import ShopAdapter
 
 pytestmark = pytest.mark.django_db
@@ -175,8 +178,6 @@ def test_an_order_of_an_unknown_store_ends_invalid_with_the_reason(
 
 
 def new_order_pk(number: str) -> int:
-    from tests.shop.models import Order
-
     return Order.objects.get(number=number).pk
 
 
@@ -374,3 +375,49 @@ def test_orders_read_one_at_a_time_still_go_to_their_store():
         new_order("US-1")
         sync()
         assert (order_ids(boxes["eu"]), order_ids(boxes["us"])) == (["EU-1"], ["US-1"])
+
+
+@pytest.mark.postgres  # a second process sees the test's rows only on a database server
+@pytest.mark.django_db(transaction=True)
+def test_two_racing_syncs_over_mixed_stores_send_each_award_once_to_its_store(tmp_path):
+    count = 200
+    numbers = [f"{store}-{n}" for n in range(count // 2) for store in ("EU", "US")]
+    Order.objects.bulk_create(
+        Order(number=number, email=f"{number}@example.com", status="paid", total=9, subtotal=9)
+        for number in numbers
+    )
+    database = shared_database(tmp_path)
+    with two_stores(DELIVERY="thread") as boxes:
+        sync("--missing", "--dry-run")  # nothing recorded yet: the racing runs record and send
+        processes = [shop_process(RACING_SYNC, database, stdin=subprocess.PIPE) for _ in range(2)]
+        for process in processes:
+            assert process.stdout and process.stdout.readline() == "ready\n"
+        for process in processes:
+            assert process.stdin
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        outputs = [process.communicate(timeout=120) for process in processes]
+        assert [process.returncode for process in processes] == [0, 0], outputs
+        for number in numbers:
+            store = number.split("-")[0].lower()
+            other = "us" if store == "eu" else "eu"
+            assert len(boxes[store].awards_for(number)) == 1, outputs
+            assert boxes[other].awards_for(number) == []
+        assert award_calls(boxes[""]) == []
+        for box in (boxes["eu"], boxes["us"]):
+            assert Counter(record.status for record in award_calls(box)) == {200: count // 2}
+    assert Counter(Award.objects.values_list("store", "status")) == {
+        ("eu", Status.AWARDED): count // 2,
+        ("us", Status.AWARDED): count // 2,
+    }
+
+
+RACING_SYNC = """
+from io import StringIO
+from django.core.management import call_command
+print("ready", flush=True)
+sys.stdin.readline()
+out = StringIO()
+call_command("zinrelo_sync", "--missing", "--concurrency", "2", stdout=out)
+print(out.getvalue(), flush=True)
+"""

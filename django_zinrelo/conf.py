@@ -2,7 +2,11 @@
 
 Reading at call time (never caching at import) is what lets ``override_settings`` work in the
 shop's tests and ours. The API key lives in a field excluded from ``repr`` so that a settings
-object caught in a traceback, a debug page or a log line never shows it.
+object caught in a traceback, a debug page or a log line never shows it; so do ``STORES``.
+
+The top-level settings are the default store; ``ZinreloSettings.for_store`` gives those of a
+store of ``STORES``, so code that sends for an award asks for its store's settings and is
+otherwise the same for one store or several.
 """
 
 from __future__ import annotations
@@ -111,7 +115,15 @@ class ZinreloSettings:
 
     @property
     def store_names(self) -> tuple[str, ...]:
-        return tuple(self.stores) if isinstance(self.stores, Mapping) else ()
+        """The named stores of ``STORES``; a malformed entry (reported by check E010) is none,
+        so that awards naming it end invalid rather than every delivery failing."""
+        if not isinstance(self.stores, Mapping):
+            return ()
+        return tuple(
+            name
+            for name, store in self.stores.items()
+            if isinstance(name, str) and name and isinstance(store, Mapping)
+        )
 
     def for_store(self, name: str) -> ZinreloSettings:
         """These settings as store ``name`` sees them: its credentials, API URL and activity.
@@ -121,9 +133,9 @@ class ZinreloSettings:
         """
         if not name:
             return self
-        store = self.stores.get(name) if name in self.store_names else None
-        if not isinstance(store, Mapping):
+        if name not in self.store_names:
             raise UnknownStore(name)
+        store = self.stores[name]
         values: dict[str, Any] = {key: store.get(key) for key in STORE_KEYS}
         for key in CREDENTIALS:
             if not values[key]:

@@ -421,3 +421,20 @@ out = StringIO()
 call_command("zinrelo_sync", "--missing", "--concurrency", "2", stdout=out)
 print(out.getvalue(), flush=True)
 """
+
+
+def test_a_malformed_store_ends_its_awards_invalid_and_the_others_go(
+    django_capture_on_commit_callbacks,
+):
+    with (
+        two_stores() as boxes,
+        override_settings(
+            ZINRELO={**settings.ZINRELO, "STORES": {**get_settings().stores, "mars": "key", 7: {}}}
+        ),
+    ):
+        with django_capture_on_commit_callbacks(execute=True):
+            new_order("MARS-1")
+            new_order("EU-1")
+        sync()
+        assert Award.objects.get(order_id="MARS-1").status == Status.INVALID
+        assert order_ids(boxes["eu"]) == ["EU-1"]

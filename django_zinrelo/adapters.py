@@ -107,6 +107,12 @@ class OrderAdapter:
             orders = orders.filter(**{f"{name}__lt": until})
         return orders
 
+    def store(self, order: Any) -> str:
+        """The Zinrelo store the order belongs to: a name in ``ZINRELO["STORES"]``, or ``""``
+        (the default) for the store of the top-level settings. Asked after commit, with the
+        other methods, when the body is built; the award keeps the answer."""
+        return ""
+
     def order_id(self, order: Any) -> str:
         """The id Zinrelo de-duplicates on: keep it stable for the life of the order."""
         return str(order.pk)

@@ -220,6 +220,7 @@ class AwardAdmin(ReadOnly, QuickListAdmin, AwardAdminBase):
         "attempts",
         "last_status_code",
         "last_error_code",
+        "store",
         "updated",
     )
     list_filter = (
@@ -228,6 +229,7 @@ class AwardAdmin(ReadOnly, QuickListAdmin, AwardAdminBase):
         ("last_status_code", IndexedValuesFilter),
         ("last_error_code", IndexedValuesFilter),
         ("activity_id", IndexedValuesFilter),
+        ("store", IndexedValuesFilter),
     )
     sortable_by = ("order", "member_id", "updated")
     search_fields = ("order_id", "member_id", "order_pk")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,8 +18,11 @@ from django_zinrelo.conf import (
     DEFAULTS,
     DELIVERY_CHOICES,
     ENVIRONMENT,
+    MAX_STORE_NAME,
+    STORE_KEYS,
     ZinreloSettings,
     get_settings,
+    store_environment,
     user_settings,
 )
 
@@ -40,7 +44,18 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="django_zinrelo.W001",
             )
         )
-    if conf.enabled and not conf.has_credentials:
+    if conf.enabled and not conf.has_credentials and conf.store_names:
+        messages.append(
+            Warning(
+                "The default Zinrelo store has no credentials: awards of orders whose adapter's "
+                "store() returns '' will wait unsent.",
+                hint="Set ZINRELO['PARTNER_ID'] and ZINRELO['API_KEY'] (or ZINRELO_PARTNER_ID and "
+                "ZINRELO_API_KEY), or silence this when every order names a store of "
+                "ZINRELO['STORES'].",
+                id="django_zinrelo.W003",
+            )
+        )
+    elif conf.enabled and not conf.has_credentials:
         messages.append(
             Error(
                 "Zinrelo credentials are missing: awards will wait unsent.",
@@ -55,23 +70,83 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     messages += check_refunds(conf)
     messages += check_api_url(conf)
     messages += check_values(conf)
+    messages += check_stores(conf)
     return messages
 
 
-def check_credentials(conf: ZinreloSettings) -> list[CheckMessage]:
+def check_credentials(conf: ZinreloSettings, where: str = "ZINRELO") -> list[CheckMessage]:
     """Credentials that cannot travel as HTTP headers; the message never shows their value."""
     return [
         Error(
-            f"ZINRELO['{name}'] holds a line break, a space at its start or end, or a character "
+            f"{where}['{name}'] holds a line break, a space at its start or end, or a character "
             "that is not printable ASCII: it cannot be sent as an HTTP header, so every award "
             "would be refused.",
             hint=f"Copy it again from Zinrelo's admin console (General → Settings); if it comes "
-            f"from the environment variable {ENVIRONMENT[name]}, check where that is set.",
+            f"from the environment variable {variable(conf, name)}, check where that is set.",
             id="django_zinrelo.E007",
         )
         for name, value in (("PARTNER_ID", conf.partner_id), ("API_KEY", conf.api_key))
         if value is not None and not fits_a_header(str(value))
     ]
+
+
+def variable(conf: ZinreloSettings, name: str) -> str:
+    """The environment variable a credential of ``conf``'s store may come from."""
+    return store_environment(conf.store, name) if conf.store else ENVIRONMENT[name]
+
+
+def check_stores(conf: ZinreloSettings) -> list[CheckMessage]:
+    """Each store of ``STORES``: a usable name, known keys, credentials that can be sent, an
+    https API URL. Its values are checked as ``for_store`` resolves them (environment included)."""
+    stores = conf.stores
+    shape = "ZINRELO['STORES'] must map each store's name to its settings"
+    if not isinstance(stores, Mapping):
+        return [Error(f"{shape}, not {type(stores).__name__}.", id="django_zinrelo.E010")]
+    messages: list[CheckMessage] = []
+    for name, store in stores.items():
+        where = f"ZINRELO['STORES'][{name!r}]"
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_STORE_NAME:
+            messages.append(
+                Error(
+                    f"{where}: a store's name must be text of 1 to {MAX_STORE_NAME} characters.",
+                    hint="'' is the default store (the top-level settings), never in STORES.",
+                    id="django_zinrelo.E010",
+                )
+            )
+            continue
+        if not isinstance(store, Mapping):
+            messages.append(
+                Error(
+                    f"{shape}: {where} is {type(store).__name__}, not a dict.",
+                    id="django_zinrelo.E010",
+                )
+            )
+            continue
+        unknown = sorted(str(key) for key in set(store) - set(STORE_KEYS))
+        if unknown:
+            messages.append(
+                Warning(
+                    f"{where} has unknown keys: {', '.join(unknown)}.",
+                    hint=f"A store sets only {', '.join(STORE_KEYS)}; other settings are the "
+                    "top-level ones.",
+                    id="django_zinrelo.W002",
+                )
+            )
+        mine = conf.for_store(name)
+        if conf.enabled and not mine.has_credentials:
+            messages.append(
+                Error(
+                    f"{where} has no credentials: its awards will wait unsent.",
+                    hint=f"Set its PARTNER_ID and API_KEY, or the environment variables "
+                    f"{variable(mine, 'PARTNER_ID')} and {variable(mine, 'API_KEY')}. A store "
+                    "never uses the top-level credentials.",
+                    id="django_zinrelo.E011",
+                )
+            )
+        messages += check_credentials(mine, where)
+        if store.get("API_URL") is not None:  # else the top-level one, checked by E005
+            messages += check_api_url(mine, where, "django_zinrelo.E012")
+    return messages
 
 
 def check_order_model(conf: ZinreloSettings) -> list[CheckMessage]:
@@ -157,7 +232,9 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
-def check_api_url(conf: ZinreloSettings) -> list[CheckMessage]:
+def check_api_url(
+    conf: ZinreloSettings, where: str = "ZINRELO", check_id: str = "django_zinrelo.E005"
+) -> list[CheckMessage]:
     url = urlsplit(str(conf.api_url))
     if (
         url.scheme == "https"
@@ -167,10 +244,10 @@ def check_api_url(conf: ZinreloSettings) -> list[CheckMessage]:
         return []
     return [
         Error(
-            f"ZINRELO['API_URL'] = {conf.api_url!r} is not https: the API key would cross the "
+            f"{where}['API_URL'] = {conf.api_url!r} is not https: the API key would cross the "
             "network in clear text.",
             hint="Use https (plain http is allowed only to a loopback sandbox or with DEBUG on).",
-            id="django_zinrelo.E005",
+            id=check_id,
         )
     ]
 

@@ -2,13 +2,19 @@
 
 Reading at call time (never caching at import) is what lets ``override_settings`` work in the
 shop's tests and ours. The API key lives in a field excluded from ``repr`` so that a settings
-object caught in a traceback, a debug page or a log line never shows it.
+object caught in a traceback, a debug page or a log line never shows it; so do ``STORES``.
+
+The top-level settings are the default store; ``ZinreloSettings.for_store`` gives those of a
+store of ``STORES``, so code that sends for an award asks for its store's settings and is
+otherwise the same for one store or several.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from django.conf import settings
@@ -39,9 +45,34 @@ DEFAULTS: Final[dict[str, Any]] = {
     "BACKOFF_CAP": 3600.0,
     "DELIVERY": "thread",
     "THREADS": 4,
+    "STORES": {},
 }
 
 ENVIRONMENT: Final = {"PARTNER_ID": "ZINRELO_PARTNER_ID", "API_KEY": "ZINRELO_API_KEY"}
+
+# What a store of ``STORES`` may set. The credentials are the store's own (its settings, else its
+# environment variables), never the top-level ones: an order sent under another store's
+# credentials would earn points in the wrong store. API_URL and ACTIVITY_ID fall back to the
+# top-level values.
+STORE_KEYS: Final = ("PARTNER_ID", "API_KEY", "API_URL", "ACTIVITY_ID")
+CREDENTIALS: Final = tuple(ENVIRONMENT)
+MAX_STORE_NAME: Final = 64  # Award.store
+
+
+class UnknownStore(LookupError):
+    """An award names a store that ``ZINRELO["STORES"]`` does not hold (any more)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"The order belongs to the Zinrelo store {name!r} (the order adapter's store()), "
+            "which ZINRELO['STORES'] does not define: add it there, then re-send it from the admin "
+            "or with zinrelo_sync --failed."
+        )
+
+
+def store_environment(name: str, key: str) -> str:
+    """``ZINRELO_<NAME>_<KEY>``: the name upper-cased, anything but letters and digits as ``_``."""
+    return f"ZINRELO_{re.sub('[^A-Z0-9]', '_', name.upper())}_{key}"
 
 
 @dataclass(frozen=True)
@@ -67,6 +98,9 @@ class ZinreloSettings:
     backoff_cap: float
     delivery: str
     threads: int
+    # Every store's settings, keys included: kept out of repr, and of comparison and hashing.
+    stores: Any = field(repr=False, compare=False)
+    store: str = ""  # which store these settings are for; "" is the top-level (default) one
 
     @property
     def award_url(self) -> str:
@@ -78,6 +112,38 @@ class ZinreloSettings:
     @property
     def has_credentials(self) -> bool:
         return bool(self.partner_id and self.api_key)
+
+    @property
+    def store_names(self) -> tuple[str, ...]:
+        """The named stores of ``STORES``; a malformed entry (reported by check E010) is none,
+        so that awards naming it end invalid rather than every delivery failing."""
+        if not isinstance(self.stores, Mapping):
+            return ()
+        return tuple(
+            name
+            for name, store in self.stores.items()
+            if isinstance(name, str) and name and isinstance(store, Mapping)
+        )
+
+    def for_store(self, name: str) -> ZinreloSettings:
+        """These settings as store ``name`` sees them: its credentials, API URL and activity.
+
+        ``""`` is the default store, the top-level settings themselves, so a shop with one store
+        never names one. Raises :class:`UnknownStore` for a name ``STORES`` does not hold.
+        """
+        if not name:
+            return self
+        if name not in self.store_names:
+            raise UnknownStore(name)
+        store = self.stores[name]
+        values: dict[str, Any] = {key: store.get(key) for key in STORE_KEYS}
+        for key in CREDENTIALS:
+            if not values[key]:
+                values[key] = os.environ.get(store_environment(name, key)) or None
+        for key in ("API_URL", "ACTIVITY_ID"):
+            if values[key] is None:
+                values[key] = getattr(self, key.lower())
+        return replace(self, store=name, **{key.lower(): value for key, value in values.items()})
 
 
 def user_settings() -> dict[str, Any]:

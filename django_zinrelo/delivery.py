@@ -35,7 +35,7 @@ from django_zinrelo.client import (
     ZinreloClient,
     get_client,
 )
-from django_zinrelo.conf import ZinreloSettings, get_settings
+from django_zinrelo.conf import UnknownStore, ZinreloSettings, get_settings, store_environment
 from django_zinrelo.models import (
     DONE,
     FINAL_FAILURES,
@@ -46,7 +46,7 @@ from django_zinrelo.models import (
     Trigger,
     update_each,
 )
-from django_zinrelo.payloads import MAX_ORDER_ID, InvalidOrder, build_payload, shop_code, text
+from django_zinrelo.payloads import MAX_ORDER_ID, InvalidOrder, build_for_store, shop_code, text
 from django_zinrelo.signals import award_delivered, award_failed
 
 logger = logging.getLogger("django_zinrelo")
@@ -111,16 +111,51 @@ def enabled(conf: ZinreloSettings) -> bool:
 
 
 def ready(conf: ZinreloSettings) -> bool:
-    """Whether a call to Zinrelo may be made now: the app is on and has its credentials."""
+    """Whether a call to Zinrelo may be made now: the app is on and has the credentials of the
+    store ``conf`` is for (see ``ZinreloSettings.for_store``)."""
     if not enabled(conf):
         return False
-    if not conf.has_credentials:
+    if not conf.has_credentials and not conf.store:
         report_once(
             "credentials",
             "Zinrelo awards are waiting: ZINRELO['PARTNER_ID'] and ZINRELO['API_KEY'] (or the "
             "ZINRELO_PARTNER_ID and ZINRELO_API_KEY environment variables) are not set.",
         )
+    elif not conf.has_credentials:
+        report_once(
+            f"credentials:{conf.store}",
+            "Zinrelo awards of the store %r are waiting: its PARTNER_ID and API_KEY in "
+            "ZINRELO['STORES'] (or the %s and %s environment variables) are not set.",
+            conf.store,
+            store_environment(conf.store, "PARTNER_ID"),
+            store_environment(conf.store, "API_KEY"),
+        )
     return conf.has_credentials
+
+
+def may_claim(conf: ZinreloSettings) -> bool:
+    """Whether to claim anything: with one store, only when a call can be made; with several,
+    whenever the app is on, each award's store being asked once the award is built
+    (``store_settings``)."""
+    return enabled(conf) if conf.store_names else ready(conf)
+
+
+def store_settings(award: Award, conf: ZinreloSettings) -> ZinreloSettings | None:
+    """The settings of a claimed, built award's store, when its call can be made now.
+
+    Else None, the award given back: to wait for its store's credentials (due again at once; a
+    sync run leaves out the built awards of such stores), or ended invalid when
+    ``ZINRELO["STORES"]`` no longer defines its store.
+    """
+    try:
+        mine = conf.for_store(award.store)
+    except UnknownStore as unknown:
+        refuse_invalid(award, str(unknown))
+        return None
+    if not ready(mine):
+        release([award], conf, retry=False)
+        return None
+    return mine
 
 
 def client(conf: ZinreloSettings) -> ZinreloClient:
@@ -178,9 +213,9 @@ def claim(award_ids: Sequence[int], hold: timedelta, model: type[Outbox] = Award
 
 
 def build(award: Award) -> dict[str, Any]:
-    """The body for an award, read from its order as it is now; :class:`InvalidOrder` when the
-    order cannot be sent, including when the shop's code (its adapter, its order model's
-    manager) raises for it."""
+    """The body for an award, read from its order as it is now, its store set on ``award``;
+    :class:`InvalidOrder` when the order cannot be sent, including when the shop's code (its
+    adapter, its order model's manager) raises for it."""
     conf = get_settings()
     try:
         model = apps.get_model(award.order_model)
@@ -195,7 +230,8 @@ def build(award: Award) -> dict[str, Any]:
     # a failing order_id() is reported by build_payload with its reason.
     with suppress(Exception):
         award.order_id = text(adapter.order_id(order))[:MAX_ORDER_ID]
-    return build_payload(adapter, order, award.activity_id)
+    award.store, payload = build_for_store(adapter, order, award.activity_id, conf)
+    return payload
 
 
 def body_for(award: Award) -> str | None:
@@ -209,7 +245,7 @@ def body_for(award: Award) -> str | None:
             return None
         award.member_id = award.payload["member_id"]
         award.order_id = award.payload["transaction_attributes"]["order_id"]
-        award.save(update_fields=["payload", "member_id", "order_id", "updated_at"])
+        award.save(update_fields=["payload", "member_id", "order_id", "store", "updated_at"])
     return json.dumps(award.payload, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -236,7 +272,7 @@ def call(item: Call, post: Callable[[str, str], Reply], conf: ZinreloSettings) -
 def deliver(award_id: int, trigger: str) -> Award | None:
     """Send one award if it is due and nobody else holds it; returns it in its new state."""
     conf = get_settings()
-    if not ready(conf):
+    if not may_claim(conf):
         return None
     claimed: list[Award] = claim([award_id], lease(conf))
     if not claimed:
@@ -244,9 +280,12 @@ def deliver(award_id: int, trigger: str) -> Award | None:
     award = claimed[0]
     try:
         body = body_for(award)
-        if body is not None and record(
-            [call(Call(award, trigger, body), client_post(conf), conf)], conf
-        ):
+        if body is None:
+            return award
+        mine = store_settings(award, conf)
+        if mine is None:
+            return award if award.status == Status.INVALID else None
+        if record([call(Call(award, trigger, body), client_post(mine), mine)], conf):
             return None
         return award
     except Exception as error:

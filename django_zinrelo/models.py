@@ -134,6 +134,12 @@ class Award(Outbox):
     activity_id = models.CharField(max_length=64)
     order_id = models.CharField("order id", max_length=128, blank=True)
     member_id = models.CharField("member", max_length=254, blank=True)
+    store = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="Its Zinrelo store, named in ZINRELO['STORES']; empty: the default.",
+    )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
 
     objects = AwardQuerySet.as_manager()
@@ -152,6 +158,7 @@ class Award(Outbox):
             models.Index(fields=["member_id"], name="zinrelo_award_member"),
             PrefixIndex("order_id", name="zinrelo_award_order_prefix"),
             PrefixIndex("member_id", name="zinrelo_award_member_prefix"),
+            models.Index(fields=["store"], name="zinrelo_award_store"),
             models.Index(fields=["last_error_code"], name="zinrelo_award_error"),
             models.Index(fields=["last_status_code"], name="zinrelo_award_http"),
             # With the status, so that the health view's counts per day read only the index.

@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from django_zinrelo.adapters import RefundLine
 from django_zinrelo.client import Outcome, Reply
-from django_zinrelo.conf import ZinreloSettings, get_settings
+from django_zinrelo.conf import UnknownStore, ZinreloSettings, get_settings
 from django_zinrelo.delivery import (
     answered,
     claim,
@@ -42,6 +42,7 @@ from django_zinrelo.delivery import (
     finish,
     forget_locals,
     lease,
+    may_claim,
     ready,
     release,
     retry_fields,
@@ -294,7 +295,7 @@ def send_due_operations(operations: OperationQuerySet, trigger: str) -> Counter[
 def deliver_operation(operation_id: int, trigger: str) -> Operation | None:
     """Send one operation if it is due and nobody else holds it; returns it in its new state."""
     conf = get_settings()
-    if not ready(conf):
+    if not may_claim(conf):
         return None
     claimed: list[Operation] = claim([operation_id], lease(conf, LOOKUP_PAGES + 2), Operation)
     if not claimed:
@@ -438,6 +439,14 @@ class Settle:
             else:
                 self.local(outcome)
             return
+        try:  # the award's store: its calls go with its credentials, to its API URL
+            self.conf = self.conf.for_store(award.store)
+        except UnknownStore as unknown:
+            self.local(Local(OperationStatus.INVALID, str(unknown)))
+            return
+        if not ready(self.conf):  # reported once; due again when the store has its credentials
+            release([operation], self.conf, retry=False, model=Operation)
+            return
         if operation.check_first and not self.absent(award):
             return
         plan = self.plan(award)
@@ -524,7 +533,7 @@ class Settle:
         tag = operation.key
         body = {
             "member_id": award.member_id or payload.get("member_id"),
-            "activity_id": award.activity_id,
+            "activity_id": payload.get("activity_id") or award.activity_id,  # the store's
             "transaction_attributes": {
                 "order_id": award.order_id,
                 **attributes,

@@ -18,6 +18,7 @@ from typing import Any, Final, TypeVar
 from django.utils import timezone
 
 from django_zinrelo.adapters import OrderAdapter, Product
+from django_zinrelo.conf import UnknownStore, ZinreloSettings
 
 MIN_SUBTOTAL: Final = Decimal("0.01")
 MAX_INTEGER_DIGITS: Final = 15
@@ -264,3 +265,20 @@ def build_payload(adapter: OrderAdapter, order: Any, activity_id: str) -> dict[s
     if approval is not None:
         payload["approval_date"] = zinrelo_date(approval, "approval date")
     return payload
+
+
+def build_for_store(
+    adapter: OrderAdapter, order: Any, activity_id: str, conf: ZinreloSettings
+) -> tuple[str, dict[str, Any]]:
+    """The order's store (the adapter's ``store()``) and its body, which carries that store's
+    ``ACTIVITY_ID``; the default store (``""``) sends ``activity_id``, the award's own.
+
+    A store ``ZINRELO["STORES"]`` does not define makes the order :class:`InvalidOrder`: sent
+    anywhere else, it would earn points in the wrong store.
+    """
+    store = text(ask("store", adapter.store, order) or "")
+    try:
+        settings = conf.for_store(store)
+    except UnknownStore as unknown:
+        raise InvalidOrder(str(unknown)) from None
+    return store, build_payload(adapter, order, settings.activity_id if store else activity_id)

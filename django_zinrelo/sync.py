@@ -43,8 +43,9 @@ from django_zinrelo.delivery import (
     get_adapter,
     give_back,
     lease,
-    ready,
+    may_claim,
     record,
+    store_settings,
     update_in_order,
 )
 from django_zinrelo.dispatch import submit
@@ -62,7 +63,7 @@ from django_zinrelo.models import (
     update_each,
 )
 from django_zinrelo.operations import reset_operations, send_due_operations
-from django_zinrelo.payloads import InvalidOrder, build_payload, shop_code
+from django_zinrelo.payloads import InvalidOrder, build_for_store, shop_code
 
 logger = logging.getLogger("django_zinrelo")
 
@@ -266,15 +267,20 @@ def load_orders(model: type[Model], pks: Iterable[str]) -> dict[str, Model]:
     return {str(order.pk): order for order in get_adapter().prefetch(orders)}
 
 
-def build_chunk(rows: list[tuple[int, str, str, str]]) -> dict[int, dict[str, Any] | InvalidOrder]:
-    """Payloads for ``(award pk, order model, order pk, activity)`` rows, by award pk; an order
-    that cannot be sent as it is, or for which the shop's code raises, has its reason instead.
+Built = tuple[str, dict[str, Any]]  # an award's store and body
+
+
+def build_chunk(rows: list[tuple[int, str, str, str]]) -> dict[int, Built | InvalidOrder]:
+    """Stores and payloads for ``(award pk, order model, order pk, activity)`` rows, by award
+    pk; an order that cannot be sent as it is, or for which the shop's code raises, has its
+    reason instead.
 
     An order that no longer exists or whose model is gone is left out: delivery records why. So
     is one whose build fails in our own code: delivery tries it again and logs the failure.
     """
-    adapter = get_adapter()
-    built: dict[int, dict[str, Any] | InvalidOrder] = {}
+    conf = get_settings()
+    adapter = get_adapter(conf)
+    built: dict[int, Built | InvalidOrder] = {}
     for label in {row[1] for row in rows}:
         try:
             model = apps.get_model(label)
@@ -292,16 +298,13 @@ def build_chunk(rows: list[tuple[int, str, str, str]]) -> dict[int, dict[str, An
         for award_pk, _, order_pk, activity_id in mine:
             try:
                 if orders is None:
-                    built[award_pk] = build(
-                        Award(
-                            pk=award_pk,
-                            order_model=label,
-                            order_pk=order_pk,
-                            activity_id=activity_id,
-                        )
+                    award = Award(
+                        pk=award_pk, order_model=label, order_pk=order_pk, activity_id=activity_id
                     )
+                    payload = build(award)  # sets award.store
+                    built[award_pk] = (award.store, payload)
                 elif order_pk in orders:
-                    built[award_pk] = build_payload(adapter, orders[order_pk], activity_id)
+                    built[award_pk] = build_for_store(adapter, orders[order_pk], activity_id, conf)
             except InvalidOrder as invalid:
                 built[award_pk] = invalid
             except Exception:
@@ -323,21 +326,21 @@ def prebuild(award_pks: list[int]) -> None:
         )
     )
     built = [
-        (pk, payload) for pk, payload in build_chunk(rows).items() if isinstance(payload, dict)
+        (pk, payload) for pk, payload in build_chunk(rows).items() if isinstance(payload, tuple)
     ]
     if built:
         store_payloads(built)
 
 
-def store_payloads(built: list[tuple[int, dict[str, Any]]]) -> None:
+def store_payloads(built: list[tuple[int, Built]]) -> None:
     """The fields delivery stores when it builds a payload itself, for a chunk in one statement."""
     update_each(
         Award,
-        ("payload", "member_id", "order_id"),
+        ("payload", "member_id", "order_id", "store"),
         ("id",),
         (
-            (body, body["member_id"], body["transaction_attributes"]["order_id"], pk)
-            for pk, body in built
+            (body, body["member_id"], body["transaction_attributes"]["order_id"], store, pk)
+            for pk, (store, body) in built
         ),
         "AND {payload} IS NULL AND {status} IN (%s, %s)",
         (Status.PENDING, Status.RETRYING),
@@ -377,12 +380,15 @@ def preview(selection: Selection, *, record: bool, resend: bool) -> Iterator[Pre
             orders = load_orders(order_model(), (str(pk) for pk in page))
             for order_pk, order in orders.items():
                 try:
-                    yield Preview(order_pk, build_payload(adapter, order, conf.activity_id))
+                    _, payload = build_for_store(adapter, order, conf.activity_id, conf)
+                    yield Preview(order_pk, payload)
                 except InvalidOrder as invalid:
                     yield Preview(order_pk, None, invalid.reason)
 
 
-def shown(order_pk: str, payload: dict[str, Any] | InvalidOrder | None) -> Preview:
+def shown(order_pk: str, payload: dict[str, Any] | Built | InvalidOrder | None) -> Preview:
+    if isinstance(payload, tuple):
+        return Preview(order_pk, payload[1])
     if isinstance(payload, dict):
         return Preview(order_pk, payload)
     if isinstance(payload, InvalidOrder):
@@ -503,11 +509,24 @@ def send_due(
     """
     conf = get_settings()
     result = Run()
-    if not ready(conf):
+    if not may_claim(conf):
         return result
-    post = client_post(conf)
-    if rate is not None:
-        post = paced(Throttle(rate), post)
+    # One pooled client per store, and one pace for the whole run (``rate`` is its total).
+    throttle = Throttle(rate) if rate is not None else None
+    posts: dict[str, Callable[[str, str], Reply]] = {}
+
+    def post_for(mine: ZinreloSettings) -> Callable[[str, str], Reply]:
+        if mine.store not in posts:
+            post = client_post(mine)
+            posts[mine.store] = paced(throttle, post) if throttle is not None else post
+        return posts[mine.store]
+
+    stores = [conf.for_store(name) for name in ("", *conf.store_names)]
+    for mine in stores:
+        if mine.has_credentials:
+            post_for(mine)  # a client that cannot be built stops the run before any claim
+    # Built awards of a store without credentials wait; the others go on.
+    waiting = [mine.store for mine in stores if not mine.has_credentials]
     group = CLAIM_PER_THREAD * concurrency
     # Up to two groups are in flight, so a thread may have twice its share ahead of it.
     hold = lease(conf, CLAIM_PER_THREAD * 2, 2 * group / rate if rate else 0.0)
@@ -554,6 +573,7 @@ def send_due(
             while True:
                 batch = dict(
                     awards.due()
+                    .exclude(store__in=waiting, payload__isnull=False)
                     .order_by("next_attempt_at", "pk")
                     .values_list("pk", "status")[:CHUNK]
                 )
@@ -564,8 +584,8 @@ def send_due(
                 for ids in chunks(batch, group):
                     claimed = claim(ids, hold)
                     result.lost.update(set(ids) - {award.pk for award in claimed})
-                    for item in prepared(claimed, batch, conf):
-                        in_flight[pool.submit(call, item, post, conf)] = item
+                    for item, mine in prepared(claimed, batch, conf):
+                        in_flight[pool.submit(call, item, post_for(mine), mine)] = item
                     while len(in_flight) > group:
                         collect()
                 while in_flight:
@@ -586,17 +606,19 @@ def send_due(
 
 def prepared(
     claimed: list[Award], statuses: dict[int, str], conf: ZinreloSettings
-) -> Iterator[Call]:
-    """The calls to make for claimed awards; an invalid order is recorded as such instead."""
+) -> Iterator[tuple[Call, ZinreloSettings]]:
+    """The calls to make for claimed awards, each with its store's settings; an invalid order
+    is recorded as such instead, and an award whose store cannot be called now is given back."""
     for award in claimed:
         trigger = Trigger.RETRY if statuses[award.pk] == Status.RETRYING else Trigger.COMMAND
         try:
             body = body_for(award)
+            mine = store_settings(award, conf) if body is not None else None
         except Exception as error:
             give_back([award], error, conf)
             continue
-        if body is not None:
-            yield Call(award, trigger, body)
+        if body is not None and mine is not None:
+            yield Call(award, trigger, body), mine
 
 
 def deliver_due(*, concurrency: int = 1) -> Counter[str]:

@@ -43,6 +43,7 @@ DEFAULTS: Final[dict[str, Any]] = {
     "MAX_ATTEMPTS": None,
     "BACKOFF_BASE": 30.0,
     "BACKOFF_CAP": 3600.0,
+    "LOOKUP_AFTER": 300.0,
     "DELIVERY": "thread",
     "THREADS": 4,
     "STORES": {},
@@ -96,6 +97,7 @@ class ZinreloSettings:
     max_attempts: int | None
     backoff_base: float
     backoff_cap: float
+    lookup_after: float
     delivery: str
     threads: int
     # Every store's settings, keys included: kept out of repr, and of comparison and hashing.

@@ -708,7 +708,11 @@ class Settle:
             **retry_fields(operation, operation.attempts, failure, self.conf),
         }
         if fields["status"] == Status.RETRYING and operation.check_first:
+            # A call whose answer was lost may still be running at Zinrelo: a look-up made
+            # before it lands would find nothing, and the call would be made twice.
             fields["status"] = OperationStatus.CHECKING
+            settled = timezone.now() + timedelta(seconds=self.conf.lookup_after)
+            fields["next_attempt_at"] = max(fields["next_attempt_at"], settled)
         self.finish(fields)
 
     def local(self, outcome: Local) -> None:

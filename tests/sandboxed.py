@@ -33,6 +33,9 @@ FAST = {
     "READ_TIMEOUT": 0.5,
     "BACKOFF_BASE": 0,
     "BACKOFF_CAP": 0,  # also zeroes the sandbox's Retry-After: 1, so retries fall due at once
+    # Longer than the sandbox takes to apply a call its client gave up on, even on a loaded
+    # machine: a look-up before that would find nothing (see operations.Settle.retry).
+    "LOOKUP_AFTER": 2.0,
     "DELIVERY": "immediate",
 }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections import Counter
 from decimal import ROUND_FLOOR, Decimal
 
@@ -20,6 +21,7 @@ from django_zinrelo.client import Outcome, get_client
 from django_zinrelo.conf import get_settings
 from django_zinrelo.models import (
     DONE,
+    OPERATION_WAITING,
     Action,
     Award,
     AwardAttempt,
@@ -65,12 +67,16 @@ def place_orders(prefix: str, count: int) -> list[Order]:
 
 
 def settle() -> None:
-    """What cron does: run zinrelo_sync until nothing is due (backoff is zero here)."""
-    for _ in range(60):
+    """What cron does: run zinrelo_sync until nothing waits (backoff is zero here; an operation
+    whose answer was lost waits LOOKUP_AFTER before it is looked up)."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
         deliver_due()
-        if not (Award.objects.due().exists() or Operation.objects.due().exists()):
+        waiting = Operation.objects.filter(status__in=OPERATION_WAITING).exists()
+        if not (waiting or Award.objects.due().exists()):
             return
-    raise AssertionError("still due after 60 runs")
+        time.sleep(0.2)
+    raise AssertionError("still waiting after 3 minutes")
 
 
 def returns_received(sandbox) -> int:

@@ -535,3 +535,18 @@ def test_a_look_up_answered_invalid_cursor_waits_and_looks_again(
         "INVALID_CURSOR",
     )
     assert len(sent_bodies(zinrelo, RETURN_URL)) == 1
+
+
+def test_a_lost_answer_is_looked_up_only_after_zinrelo_had_time_to_apply_the_call(
+    place, zinrelo, django_capture_on_commit_callbacks, settings
+):
+    settings.ZINRELO = {**settings.ZINRELO, "LOOKUP_AFTER": 300}
+    order = place()
+    zinrelo.post(RETURN_URL, body=requests.ReadTimeout("answer lost"))
+    committed(django_capture_on_commit_callbacks, lambda: record_refund(order, "R-1"))
+    deliver_due()  # a cron run right after: too early to tell, so nothing is looked up or sent
+
+    operation = Operation.objects.get()
+    assert operation.status == OperationStatus.CHECKING
+    assert operation.next_attempt_at >= timezone.now() + timedelta(seconds=299)
+    assert [call.request.method for call in zinrelo.calls] == ["POST", "POST"]

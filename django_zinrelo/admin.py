@@ -568,7 +568,9 @@ def resync_selected(
     if not enabled(get_settings()):
         modeladmin.message_user(request, DISABLED, messages.WARNING)
         return
-    pks = queryset.order_by().values_list("pk", flat=True).iterator(chunk_size=CHUNK)
+    # In primary key order, as every other path takes its locks: two re-syncs of overlapping
+    # selections then wait for each other rather than deadlock.
+    pks = queryset.order_by("pk").values_list("pk", flat=True).iterator(chunk_size=CHUNK)
     with transaction.atomic():
         counts = resync_orders(pks, Trigger.ADMIN)
     modeladmin.message_user(

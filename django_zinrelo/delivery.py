@@ -582,22 +582,28 @@ def report(award: Award, reply: Reply) -> None:
     """Log an answer: a configuration problem (bad credentials, a request that cannot be made)
     hits every award alike, so it is an ERROR once per process and a WARNING for each award."""
     problem = configuration_problem(reply)
+    # With several stores, each has its own credentials: said once per store.
+    keys = {
+        name: f"{name}:{award.store}" if award.store else name for name in CONFIGURATION_PROBLEMS
+    }
     if problem is not None:
-        report_once(problem, CONFIGURATION_PROBLEMS[problem], reply.reason)
+        where = f"Zinrelo store {award.store!r}: " if award.store else ""
+        report_once(keys[problem], where + CONFIGURATION_PROBLEMS[problem], reply.reason)
     elif reply.outcome is not Outcome.RETRYABLE:
-        _reported.difference_update(CONFIGURATION_PROBLEMS)  # fixed: say so again if it comes back
+        _reported.difference_update(keys.values())  # fixed: say so again if it comes back
     if reply.outcome is Outcome.STORE_PROBLEM:
         report_once(
-            f"store:{reply.error_code}",
-            "Zinrelo answered %s (%s), which holds back every award: %s Awards wait and are "
+            f"store:{award.store}:{reply.error_code}",
+            "Zinrelo answered %s (%s), which holds back every award%s: %s Awards wait and are "
             "sent again at their next attempt once it is fixed.",
             reply.error_code,
             reply.reason,
+            f" of store {award.store!r}" if award.store else "",
             STORE_WIDE[reply.error_code],
         )
     elif reply.outcome is Outcome.AWARDED:
         _reported.difference_update(
-            {problem for problem in _reported if problem.startswith("store:")}
+            {problem for problem in _reported if problem.startswith(f"store:{award.store}:")}
         )
     logger.log(
         logging.WARNING if problem is not None else LOG_LEVELS[award.status],

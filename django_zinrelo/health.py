@@ -165,12 +165,16 @@ class Problem:
     """How many awards wait for it to be fixed."""
     latest: datetime
     """When Zinrelo last answered so."""
+    store: str = ""
+    """The Zinrelo store (``ZINRELO["STORES"]``) it is about; empty: the default store."""
 
     @property
     def message(self) -> str:
+        where = f"Store {self.store!r}: " if self.store else ""
         return (
-            f"{self.advice} {self.waiting} Zinrelo award(s) are waiting; they are sent again at "
-            f"their next attempt once it is fixed. Last answer: {self.code}, {self.reason}"
+            f"{where}{self.advice} {self.waiting} Zinrelo award(s) are waiting; they are sent "
+            f"again at their next attempt once it is fixed. Last answer: {self.code}, "
+            f"{self.reason}"
         )
 
 
@@ -182,20 +186,23 @@ def store_problems() -> list[Problem]:
     """
     waiting = Award.objects.filter(status__in=WAITING, last_error_code__in=STORE_WIDE)
     groups = (
-        waiting.values("last_error_code")
+        waiting.values("last_error_code", "store")
         .annotate(count=Rows("pk"), latest=Max("updated_at"))
         .order_by()
     )
     problems = []
     for group in groups:
-        code, latest = group["last_error_code"], group["latest"]
-        if Award.objects.filter(status=Status.AWARDED, updated_at__gt=latest).exists():
-            continue  # Zinrelo has awarded since: fixed, and the rest go at their next attempt
+        code, store, latest = group["last_error_code"], group["store"], group["latest"]
+        awarded = Award.objects.filter(status=Status.AWARDED, store=store, updated_at__gt=latest)
+        if awarded.exists():
+            continue  # that store has awarded since: fixed; the rest go at their next attempt
         reason = (
-            waiting.filter(last_error_code=code)
+            waiting.filter(last_error_code=code, store=store)
             .order_by("-updated_at")
             .values_list("last_reason", flat=True)
             .first()
         )
-        problems.append(Problem(code, STORE_WIDE[code], reason or "", group["count"], latest))
+        problems.append(
+            Problem(code, STORE_WIDE[code], reason or "", group["count"], latest, store)
+        )
     return sorted(problems, key=lambda problem: (-problem.waiting, problem.code))

@@ -11,6 +11,8 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
+from django_zinrelo.client import Outcome, Reply
+from django_zinrelo.delivery import report
 from django_zinrelo.models import Award, Status
 from django_zinrelo.payloads import MAX_MEMBER_ID, MAX_ORDER_ID
 from tests.conftest import awarded, make_order, refused
@@ -128,3 +130,13 @@ def test_the_longest_ids_are_sent_and_recorded_whole(zinrelo, place, given_ids):
     assert (award.order_id, award.member_id) == (number, email)
     sent = json.loads(zinrelo.calls[0].request.body)
     assert (sent["transaction_attributes"]["order_id"], sent["member_id"]) == (number, email)
+
+
+def test_bad_credentials_are_said_once_per_store(caplog):
+    unauthorized = Reply(Outcome.REFUSED, 401, "ERROR_UNAUTHORIZED", "Please verify")
+    for store in ("eu", "eu", "", ""):
+        report(Award(store=store, status=Status.REFUSED, order_id="1"), unauthorized)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 2
+    assert errors[0].startswith("Zinrelo store 'eu': Zinrelo rejected the API credentials")
+    assert errors[1].startswith("Zinrelo rejected the API credentials")

@@ -135,3 +135,26 @@ def settings_with(**changes):
     from django.conf import settings
 
     return {**settings.ZINRELO, **changes}
+
+
+def test_with_several_stores_a_problem_is_said_and_cleared_per_store():
+    def award(store, status, code="", **fields):
+        return Award.objects.create(
+            order_model="shop.order",
+            order_pk=f"{store}-{status}-{Award.objects.count()}",
+            activity_id="made_a_purchase",
+            store=store,
+            status=status,
+            last_error_code=code,
+            last_reason="Store is not active." if code else "",
+            **fields,
+        )
+
+    award("eu", Status.RETRYING, "STORE_INACTIVE")
+    award("", Status.AWARDED)  # the default store works: it says nothing of the "eu" store
+    [problem] = store_problems()
+    assert (problem.store, problem.code, problem.waiting) == ("eu", "STORE_INACTIVE", 1)
+    assert problem.message.startswith("Store 'eu': The Zinrelo store is not active")
+
+    award("eu", Status.AWARDED)  # fixed at Zinrelo: the "eu" store has awarded since
+    assert store_problems() == []

@@ -260,7 +260,7 @@ class AwardAdmin(ReadOnly, QuickListAdmin, AwardAdminBase):
             delivery.append("claimed")
         delivery += ["last_status_code", "last_error_code", "last_reason"]
         return (
-            (None, {"fields": ("order_link", "member_id", "activity_id")}),
+            (None, {"fields": ("order_link", "member_id", "activity_id", "store")}),
             ("Ledger", {"fields": ("ledger_shown",)}),
             ("Delivery", {"fields": delivery}),
             ("Zinrelo", {"fields": ("points", "points_status", "transaction_id")}),

@@ -37,7 +37,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from django_zinrelo.client import CONNECTION_ERROR, TIMEOUT, Outcome, Reply, ZinreloClient, classify
-from django_zinrelo.conf import get_settings, user_settings
+from django_zinrelo.conf import ZinreloSettings, get_settings, user_settings
 from django_zinrelo.models import WAITING, Award
 from django_zinrelo.sandbox_ledger import (
     ACTIONS,
@@ -125,6 +125,16 @@ class ZinreloRecorder(LedgerInspection):
             overrides["PARTNER_ID"] = TEST_PARTNER_ID
         if not conf.api_key:
             overrides["API_KEY"] = TEST_API_KEY
+        if conf.store_names:  # each store of ZINRELO["STORES"] gets dummy keys too
+            stores = dict(conf.stores)
+            for name in conf.store_names:
+                store = conf.for_store(name)
+                stores[name] = {
+                    **stores[name],
+                    "PARTNER_ID": store.partner_id or TEST_PARTNER_ID,
+                    "API_KEY": store.api_key or TEST_API_KEY,
+                }
+            overrides["STORES"] = stores
         stack = contextlib.ExitStack()
         stack.enter_context(override_settings(ZINRELO=overrides))
         stack.enter_context(mock.patch.object(ZinreloClient, "request", self._answer))
@@ -215,9 +225,9 @@ class ZinreloRecorder(LedgerInspection):
     # The stand-in for ZinreloClient.request
 
     def _answer(self, method: str, url: str, body: str | None = None) -> Reply:
-        conf = get_settings()
         parts = urlsplit(url)
         target = url.split("?", 1)[0]
+        conf = store_of(target)
         base = conf.api_url.rstrip("/") + "/"
         path = "transactions/award" if target == conf.award_url else target.removeprefix(base)
         call = route(method, path) if target.startswith(base) else None
@@ -315,3 +325,14 @@ else:
         """An active :class:`ZinreloRecorder`, with database access (pytest-django's ``db``)."""
         with ZinreloRecorder() as recorder:
             yield recorder
+
+
+def store_of(target: str) -> ZinreloSettings:
+    """The settings of the store a call was made to (by its API URL); the default store's when
+    none matches, so that the call is answered as not found."""
+    conf = get_settings()
+    for name in conf.store_names:
+        store = conf.for_store(name)
+        if target.startswith(store.api_url.rstrip("/") + "/"):
+            return store
+    return conf

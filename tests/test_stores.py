@@ -332,8 +332,8 @@ def test_the_top_level_credentials_are_optional_once_there_are_stores():
     assert ids(API_KEY=None, STORES={"eu": store()}) == ["django_zinrelo.W003"]
 
 
-def test_the_award_list_shows_and_filters_by_store(admin_user):
-    Award.objects.create(order_model="shop.order", order_pk="1", activity_id="a", store="eu")
+def test_the_award_list_shows_and_filters_by_store_and_its_page_shows_it(admin_user):
+    eu = Award.objects.create(order_model="shop.order", order_pk="1", activity_id="a", store="eu")
     Award.objects.create(order_model="shop.order", order_pk="2", activity_id="a", store="us")
     browser = Client()
     browser.force_login(admin_user)
@@ -342,6 +342,8 @@ def test_the_award_list_shows_and_filters_by_store(admin_user):
     assert "column-store" in page and "?store=eu" in page
     filtered = browser.get(url, {"store": "us"}).context["cl"].result_list
     assert [award.order_pk for award in filtered] == ["2"]
+    page = browser.get(reverse("admin:django_zinrelo_award_change", args=[eu.pk])).content
+    assert b'<div class="readonly">eu</div>' in page
 
 
 def test_the_readmes_example_passes_the_checks(monkeypatch):

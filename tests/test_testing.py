@@ -322,3 +322,22 @@ def test_an_answer_lost_after_zinrelo_applied_the_call(zinrelo_awards, zinrelo):
     assert (lost.outcome, lost.error_code) == (Outcome.RETRYABLE, "timeout")
     assert again.data["points"] == 10
     assert zinrelo_awards.order_points("C-2") == 5  # deducted twice: the blind re-send
+
+
+@pytest.mark.django_db
+def test_the_recorder_answers_every_store_with_dummy_keys(django_capture_on_commit_callbacks):
+    stores = {"eu": {"API_URL": "https://eu.zinrelo.test/v2/loyalty/"}, "us": {}}
+    adapter = "tests.test_stores.StoreAdapter"
+    with (
+        override_settings(ZINRELO={**settings.ZINRELO, "STORES": stores, "ORDER_ADAPTER": adapter}),
+        ZinreloRecorder() as recorder,
+    ):
+        for number in ("EU-1", "US-1", "1"):
+            with django_capture_on_commit_callbacks(execute=True):
+                make_order(number=number, status="paid")
+    assert sorted(recorder.order_ids) == ["1", "EU-1", "US-1"]
+    assert set(Award.objects.values_list("store", "status")) == {
+        ("eu", "awarded"),
+        ("us", "awarded"),
+        ("", "awarded"),
+    }

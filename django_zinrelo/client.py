@@ -341,7 +341,7 @@ class ZinreloClient:
         return round((time.monotonic() - started) * 1000)
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=64)
 def get_client(
     partner_id: str, api_key: str, connect_timeout: float, read_timeout: float
 ) -> ZinreloClient:

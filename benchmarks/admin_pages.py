@@ -79,10 +79,11 @@ def build(rows: int) -> int:
     attempts = AwardAttempt._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {awards} (order_model, order_pk, activity_id, order_id, member_id, "  # noqa: S608
-            "status, attempts, next_attempt_at, payload, points, points_status, transaction_id, "
-            "last_status_code, last_error_code, last_reason, created_at, updated_at) "
-            f"SELECT 'shop.order', 'admin-' || i, 'made_a_purchase', 'N' || {sql.padded}, "
+            f"INSERT INTO {awards} (order_model, order_pk, activity_id, store, order_id, "  # noqa: S608
+            "member_id, status, attempts, next_attempt_at, payload, points, points_status, "
+            "transaction_id, last_status_code, last_error_code, last_reason, created_at, "
+            "updated_at) "
+            f"SELECT 'shop.order', 'admin-' || i, 'made_a_purchase', '', 'N' || {sql.padded}, "
             f"'member' || ((i % 200000) * 7919 % 200000) || '@example.com', {STATUS}, "
             f"CASE WHEN i % 10 = 0 THEN 2 ELSE 1 END, {created}, ({payload}){sql.json}, "
             "CASE WHEN i % 200 < 170 THEN i % 100 END, '', '', "

@@ -35,7 +35,9 @@ from django_zinrelo.adapters import RefundLine
 from django_zinrelo.client import Outcome, Reply
 from django_zinrelo.conf import UnknownStore, ZinreloSettings, get_settings
 from django_zinrelo.delivery import (
+    POINTS_RANGE,
     answered,
+    award_figure,
     claim,
     client,
     enabled,
@@ -43,6 +45,7 @@ from django_zinrelo.delivery import (
     forget_locals,
     lease,
     may_claim,
+    points,
     ready,
     release,
     retry_fields,
@@ -620,7 +623,7 @@ class Settle:
                 "call": call,
                 "check_first": False,
                 "points": points_of(transaction),
-                "points_status": str(transaction.get("points_status") or "")[:32],
+                "points_status": str(award_figure(transaction, "points_status") or "")[:32],
                 "transaction_id": str(transaction.get("id") or "")[:64],
                 "last_reason": reason,
                 "last_error_code": "",
@@ -745,17 +748,10 @@ def answer_fields(reply: Reply) -> dict[str, Any]:
 
 
 def points_of(transaction: dict[str, Any]) -> int | None:
-    """Points a transaction moved, as a positive figure (deductions may be signed)."""
-    info = transaction.get("award_info")
-    value = info.get("points") if isinstance(info, dict) else None
-    value = transaction.get("points") if value is None else value
-    if value is None:
-        return None
-    try:
-        number = abs(int(float(value)))
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return number if number < 2**31 else None
+    """Points a transaction moved, as a positive figure (deductions may be signed), read as an
+    award's are (``delivery.points``)."""
+    number = points(award_figure(transaction, "points"))
+    return None if number is None or number == POINTS_RANGE.start else abs(number)
 
 
 def announce(operation: Operation) -> None:

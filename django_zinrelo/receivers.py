@@ -21,8 +21,12 @@ from django_zinrelo.conf import get_settings
 from django_zinrelo.delivery import deliver_order, enabled, get_adapter, load_adapter
 from django_zinrelo.dispatch import submit
 from django_zinrelo.models import Award
-from django_zinrelo.operations import record_approval, record_cancellation, record_refund
-from django_zinrelo.sync import order_model
+from django_zinrelo.operations import (
+    order_label,
+    record_approval,
+    record_cancellation,
+    record_refund,
+)
 
 logger = logging.getLogger("django_zinrelo")
 
@@ -73,7 +77,7 @@ def order_saved(
         if not (approves or adapter.qualifies(instance)):
             return
         # A save through a proxy or a subclass of the order model is recorded under the model.
-        label = order_model()._meta.label_lower
+        label = order_label(instance)
         order_pk = str(instance.pk)
         record(label, order_pk, conf.activity_id, using)
         transaction.on_commit(

@@ -7,13 +7,16 @@ refund's tag must be there exactly once, whatever the faults, crashes and races 
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import time
 from collections import Counter
 from decimal import ROUND_FLOOR, Decimal
 
 import pytest
+from django.core import serializers
 from django.db import connection, transaction
+from django.urls import reverse
 
 import django_zinrelo
 from django_zinrelo.adapters import RefundLine
@@ -296,3 +299,29 @@ def test_a_crash_after_zinrelo_applied_a_return_is_found_and_not_sent_again(tmp_
     assert recovered == [
         ["done", False, "Found at Zinrelo after its answer was lost; not sent again."]
     ]
+
+
+def test_the_api_key_appears_nowhere_in_the_operations_log_tables_or_pages(caplog, admin_client):
+    caplog.set_level(logging.DEBUG)
+    options = {"faults": {"lost": 0.3, "503": 0.2, "reset": 0.1}, "seed": 3}
+    with serving(options, LOOKUP_AFTER=0) as sandbox:
+        orders = place_orders("K", 12)
+        sync("--missing")
+        settle()
+        for n, order in enumerate(orders):
+            django_zinrelo.record_refund(order, f"K-{n}", amount=Decimal("5.00"))
+        settle()
+        key = sandbox.api_key
+    assert AwardAttempt.objects.filter(kind=Call.LOOKUP).exists(), "faults made look-ups"
+    tables = serializers.serialize("json", [*Operation.objects.all(), *AwardAttempt.objects.all()])
+    pages = [
+        admin_client.get(reverse("admin:django_zinrelo_operation_changelist")).content.decode(),
+        *(
+            admin_client.get(
+                reverse("admin:django_zinrelo_operation_change", args=[pk])
+            ).content.decode()
+            for pk in Operation.objects.values_list("pk", flat=True)
+        ),
+    ]
+    shown = [caplog.text, tables, *pages, *(repr(o) for o in Operation.objects.all())]
+    assert [text for text in shown if key in text] == []

@@ -550,3 +550,17 @@ def test_a_lost_answer_is_looked_up_only_after_zinrelo_had_time_to_apply_the_cal
     assert operation.status == OperationStatus.CHECKING
     assert operation.next_attempt_at >= timezone.now() + timedelta(seconds=299)
     assert [call.request.method for call in zinrelo.calls] == ["POST", "POST"]
+
+
+def test_a_return_answered_by_a_proxys_html_page_is_looked_up_before_any_new_call(
+    place, zinrelo, django_capture_on_commit_callbacks
+):
+    order = place()
+    zinrelo.post(RETURN_URL, status=502, body="<html><body>Bad Gateway</body></html>")
+    committed(django_capture_on_commit_callbacks, lambda: record_refund(order, "R-1"))
+    operation = Operation.objects.get()
+    assert (operation.status, operation.last_error_code, operation.check_first) == (
+        OperationStatus.CHECKING,
+        "bad_response",
+        True,
+    )

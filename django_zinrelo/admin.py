@@ -487,7 +487,7 @@ class AwardAttemptAdmin(ReadOnly, QuickListAdmin, AttemptAdminBase):
 
 
 @admin.register(Operation)
-class OperationAdmin(ReadOnly, OperationAdminBase):
+class OperationAdmin(ReadOnly, QuickListAdmin, OperationAdminBase):
     """Cancellations, refunds and approvals: read-only evidence, re-sent only by the action."""
 
     list_display = (

@@ -1,0 +1,49 @@
+"""The ``ZINRELO_OSCAR`` setting, read at each use so that ``override_settings`` works.
+
+It is a setting of its own, not a key of ``ZINRELO``: the core app warns about keys it does not
+know, and these mean nothing without oscar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any, Final
+
+from django.conf import settings
+
+DEFAULTS: Final[dict[str, Any]] = {
+    # None: every status but the cancelled ones. Oscar takes the payment before it places the
+    # order, so a placed order is a paid one, whatever OSCAR_INITIAL_ORDER_STATUS (maybe unset,
+    # then the status is "") calls it.
+    "QUALIFYING_STATUSES": None,
+    "CANCELLED_STATUSES": ("Cancelled",),
+    # Approves points held pending by the adapter's approval_date(); nothing to do otherwise.
+    "APPROVING_STATUSES": ("Complete",),
+    # PaymentEventType codes (slugs of their names: "Refunded" -> "refunded").
+    "REFUND_EVENT_TYPES": ("refund", "refunded"),
+    # The re-sync action added to the ModelAdmin oscar registers for its Order.
+    "ADMIN_ACTION": True,
+}
+
+
+@dataclass(frozen=True)
+class OscarSettings:
+    qualifying_statuses: Collection[str] | None
+    cancelled_statuses: Collection[str]
+    approving_statuses: Collection[str]
+    refund_event_types: Collection[str]
+    admin_action: bool
+
+
+def get_oscar_settings() -> OscarSettings:
+    raw = getattr(settings, "ZINRELO_OSCAR", None)
+    merged = {**DEFAULTS, **(raw if isinstance(raw, dict) else {})}
+    qualifying = merged["QUALIFYING_STATUSES"]
+    return OscarSettings(
+        qualifying_statuses=None if qualifying is None else tuple(qualifying),
+        cancelled_statuses=tuple(merged["CANCELLED_STATUSES"] or ()),
+        approving_statuses=tuple(merged["APPROVING_STATUSES"] or ()),
+        refund_event_types=tuple(merged["REFUND_EVENT_TYPES"] or ()),
+        admin_action=bool(merged["ADMIN_ACTION"]),
+    )

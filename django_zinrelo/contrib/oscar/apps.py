@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.apps import AppConfig, apps
 from django.contrib import admin
 from django.core import checks
+from django.db.models import Model
 
 
 class ZinreloOscarConfig(AppConfig):
@@ -26,12 +27,13 @@ class ZinreloOscarConfig(AppConfig):
         checks.register(check_admin_action)
 
 
-def order_admin() -> admin.ModelAdmin[object] | None:
+def order_admin() -> admin.ModelAdmin[Model] | None:
     """The ``ModelAdmin`` oscar (or a forked order app) registered for its ``Order``, if any."""
+    from django_zinrelo.contrib.oscar.conf import oscar_model
+
     if not apps.is_installed("django.contrib.admin"):
         return None
-    order = apps.get_model("order", "Order")
-    return admin.site._registry.get(order)  # type: ignore[return-value]
+    return admin.site._registry.get(oscar_model("Order"))
 
 
 def add_admin_action() -> None:

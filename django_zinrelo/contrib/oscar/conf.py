@@ -10,7 +10,9 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Final
 
+from django.apps import apps
 from django.conf import settings
+from django.db.models import Model
 
 DEFAULTS: Final[dict[str, Any]] = {
     # None: every status but the cancelled ones. Oscar takes the payment before it places the
@@ -47,3 +49,8 @@ def get_oscar_settings() -> OscarSettings:
         refund_event_types=tuple(merged["REFUND_EVENT_TYPES"] or ()),
         admin_action=bool(merged["ADMIN_ACTION"]),
     )
+
+
+def oscar_model(name: str) -> type[Model]:
+    """A model of oscar's order app (``order``, forked or not), looked up when asked."""
+    return apps.get_model(f"order.{name}")

@@ -17,14 +17,13 @@ import logging
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from django.apps import apps
 from django.db import transaction
 from django.db.models import Model, Sum
 from django.db.models.signals import post_save
 
 from django_zinrelo.adapters import RefundLine
 from django_zinrelo.contrib.oscar.adapter import OscarOrderAdapter
-from django_zinrelo.contrib.oscar.conf import get_oscar_settings
+from django_zinrelo.contrib.oscar.conf import get_oscar_settings, oscar_model
 from django_zinrelo.contrib.oscar.prices import spread
 from django_zinrelo.delivery import get_adapter
 from django_zinrelo.models import Action, Operation, OperationStatus
@@ -63,7 +62,7 @@ def goods_amount(event: Any, using: str) -> Decimal | None:
     total = order.total_incl_tax
     if not total or earlier + event.amount >= total:
         return None
-    share = event.amount * get_adapter().order_subtotal(order) / total
+    share: Decimal = event.amount * get_adapter().order_subtotal(order) / total
     return share.quantize(CENT, rounding=ROUND_DOWN)
 
 
@@ -78,7 +77,9 @@ def payment_event_saved(
             amount = goods_amount(instance, using)
             record_refund(instance.order, refund_id(instance), amount=amount, using=using)
     except Exception:
-        logger.exception("Could not record the Zinrelo refund of oscar payment event %s", instance.pk)
+        logger.exception(
+            "Could not record the Zinrelo refund of oscar payment event %s", instance.pk
+        )
 
 
 def refunded_lines(quantity: Any, using: str) -> list[RefundLine]:
@@ -89,15 +90,18 @@ def refunded_lines(quantity: Any, using: str) -> list[RefundLine]:
         (parts for each, parts in oscar_adapter().line_parts(line.order) if each.pk == line.pk), []
     )
     earlier = (
-        type(quantity)
-        ._default_manager.using(using)
-        .filter(
-            line=line,
-            event__event_type__code__in=list(get_oscar_settings().refund_event_types),
-            pk__lt=quantity.pk,
+        (
+            type(quantity)
+            ._default_manager.using(using)
+            .filter(
+                line=line,
+                event__event_type__code__in=list(get_oscar_settings().refund_event_types),
+                pk__lt=quantity.pk,
+            )
+            .aggregate(total=Sum("quantity"))["total"]
         )
-        .aggregate(total=Sum("quantity"))["total"]
-    ) or 0
+        or 0
+    )
     counts = spread([part for _, part in ids_and_parts], earlier, quantity.quantity)
     if ids_and_parts:  # units beyond the line's: left on its last part for the refund to refuse
         counts[-1] += quantity.quantity - sum(counts)
@@ -149,11 +153,11 @@ def line_quantity_saved(
 def connect() -> None:
     post_save.connect(
         payment_event_saved,
-        sender=apps.get_model("order", "PaymentEvent"),
+        sender=oscar_model("PaymentEvent"),
         dispatch_uid="django_zinrelo.oscar.payment_event_saved",
     )
     post_save.connect(
         line_quantity_saved,
-        sender=apps.get_model("order", "PaymentEventQuantity"),
+        sender=oscar_model("PaymentEventQuantity"),
         dispatch_uid="django_zinrelo.oscar.line_quantity_saved",
     )

@@ -1,4 +1,5 @@
-"""Include under the dashboard: ``path("dashboard/zinrelo/", include("django_zinrelo.contrib.oscar.urls"))``."""
+"""The dashboard's re-sync button; in the shop's urls.py:
+``path("dashboard/zinrelo/", include("django_zinrelo.contrib.oscar.urls"))``."""
 
 from django.urls import path
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.apps import apps
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -13,6 +12,7 @@ from django.views.decorators.http import require_POST
 
 from django_zinrelo.admin import can_resync
 from django_zinrelo.conf import get_settings
+from django_zinrelo.contrib.oscar.conf import oscar_model
 from django_zinrelo.delivery import DISABLED, enabled
 from django_zinrelo.models import Trigger
 from django_zinrelo.sync import resync_orders
@@ -22,7 +22,7 @@ from django_zinrelo.sync import resync_orders
 def resync(request: HttpRequest, number: str) -> HttpResponseRedirect:
     if not can_resync(request):
         raise PermissionDenied("You may not re-sync orders to Zinrelo.")
-    order = get_object_or_404(apps.get_model("order", "Order"), number=number)
+    order = get_object_or_404(oscar_model("Order"), number=number)
     if not enabled(get_settings()):
         messages.warning(request, DISABLED)
     else:

@@ -1,0 +1,40 @@
+"""docs/oscar.md's settings snippet is what this suite runs on: it works as pasted."""
+
+import ast
+import re
+from pathlib import Path
+
+from django.conf import settings
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "oscar.md"
+
+
+def snippet():
+    text = DOC.read_text()
+    block = re.search(r"```python\n# settings.py\n(.*?)```", text, re.S).group(1)
+    return ast.parse(block)
+
+
+def assigned(name):
+    for node in snippet().body:
+        if isinstance(node, ast.Assign) and node.targets[0].id == name:
+            return node.value
+    raise AssertionError(f"{name} is not in docs/oscar.md's snippet")
+
+
+def test_the_zinrelo_settings_are_the_suites():
+    assert ast.literal_eval(assigned("ZINRELO")) == settings.ZINRELO
+    assert ast.literal_eval(assigned("ZINRELO_OSCAR")) == settings.ZINRELO_OSCAR
+
+
+def test_the_apps_are_listed_in_the_suites_order():
+    listed = [item.value for item in assigned("INSTALLED_APPS").elts]
+    apps = settings.INSTALLED_APPS
+    assert [app for app in apps if app in listed] == listed
+
+
+def test_the_defaults_shown_are_the_apps():
+    from django_zinrelo.contrib.oscar.conf import DEFAULTS
+
+    shown = ast.literal_eval(assigned("ZINRELO_OSCAR"))
+    assert {key: list(v) if isinstance(v, tuple) else v for key, v in DEFAULTS.items()} == shown

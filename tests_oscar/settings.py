@@ -1,6 +1,6 @@
 """A django-oscar 4.2 shop with django-zinrelo: SQLite, or the server in DATABASE_URL.
 
-The ``ZINRELO``/``ZINRELO_OSCAR`` lines and the app's place in ``INSTALLED_APPS`` are the
+The ``ZINRELO`` lines and the app's place in ``INSTALLED_APPS`` are the
 snippet of docs/oscar.md (tests_oscar/test_docs.py checks they match).
 """
 
@@ -117,11 +117,11 @@ ZINRELO = {
     "ORDER_MODEL": "order.Order",
     "ORDER_ADAPTER": "django_zinrelo.contrib.oscar.adapter.OscarOrderAdapter",
     "DELIVERY": "immediate",
-}
-ZINRELO_OSCAR = {
-    "QUALIFYING_STATUSES": None,
-    "CANCELLED_STATUSES": ["Cancelled"],
-    "APPROVING_STATUSES": ["Complete"],
-    "REFUND_EVENT_TYPES": ["refund", "refunded"],
-    "ADMIN_ACTION": True,
+    "OSCAR": {
+        "QUALIFYING_STATUSES": None,
+        "CANCELLED_STATUSES": ["Cancelled"],
+        "APPROVING_STATUSES": ["Complete"],
+        "REFUND_EVENT_TYPES": ["refund", "refunded"],
+        "ADMIN_ACTION": True,
+    },
 }

@@ -1,6 +1,6 @@
 """An order adapter for django-oscar's ``Order`` (oscar's own or a forked order app's).
 
-Name it in ``ZINRELO["ORDER_ADAPTER"]``; the statuses come from ``ZINRELO_OSCAR`` (see ``conf``).
+Name it in ``ZINRELO["ORDER_ADAPTER"]``; the statuses come from ``ZINRELO["OSCAR"]`` (see ``conf``).
 Amounts are tax-exclusive, as Zinrelo defines its subtotal (without shipping and taxes), and the
 products are the lines at their discounted prices, split where a line's total does not divide into
 its units (``prices``), so that they add up to the subtotal exactly.

@@ -20,10 +20,11 @@ class ZinreloOscarConfig(AppConfig):
 
     def ready(self) -> None:
         from django_zinrelo.contrib.oscar import refunds
-        from django_zinrelo.contrib.oscar.checks import check_admin_action
+        from django_zinrelo.contrib.oscar.checks import check_admin_action, check_settings
 
         refunds.connect()
         add_admin_action()
+        checks.register(check_settings)
         checks.register(check_admin_action)
 
 

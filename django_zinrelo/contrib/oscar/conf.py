@@ -1,18 +1,19 @@
-"""The ``ZINRELO_OSCAR`` setting, read at each use so that ``override_settings`` works.
+"""``ZINRELO["OSCAR"]``, read at each use so that ``override_settings`` works.
 
-It is a setting of its own, not a key of ``ZINRELO``: the core app warns about keys it does not
-know, and these mean nothing without oscar.
+A key of the app's one settings dict: the core knows it (``conf.CONTRIB_KEYS``) and leaves its
+contents to this module and its checks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from django.apps import apps
-from django.conf import settings
 from django.db.models import Model
+
+from django_zinrelo.conf import user_settings
 
 DEFAULTS: Final[dict[str, Any]] = {
     # None: every status but the cancelled ones. Oscar takes the payment before it places the
@@ -38,9 +39,14 @@ class OscarSettings:
     admin_action: bool
 
 
+def user_oscar_settings() -> Any:
+    """What the shop set, unchecked (checks.py reports what is wrong with it)."""
+    return user_settings().get("OSCAR", {})
+
+
 def get_oscar_settings() -> OscarSettings:
-    raw = getattr(settings, "ZINRELO_OSCAR", None)
-    merged = {**DEFAULTS, **(raw if isinstance(raw, dict) else {})}
+    raw = user_oscar_settings()
+    merged = {**DEFAULTS, **(raw if isinstance(raw, Mapping) else {})}
     qualifying = merged["QUALIFYING_STATUSES"]
     return OscarSettings(
         qualifying_statuses=None if qualifying is None else tuple(qualifying),

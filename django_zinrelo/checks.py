@@ -15,6 +15,7 @@ from django.utils.module_loading import import_string
 from django_zinrelo.adapters import OrderAdapter, RefundAdapter
 from django_zinrelo.client import fits_a_header
 from django_zinrelo.conf import (
+    CONTRIB_KEYS,
     DEFAULTS,
     DELIVERY_CHOICES,
     ENVIRONMENT,
@@ -35,12 +36,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     raw = user_settings()
     conf = get_settings()
     messages: list[CheckMessage] = []
-    unknown = sorted(set(raw) - set(DEFAULTS))
+    unknown = sorted(set(raw) - {*DEFAULTS, *CONTRIB_KEYS})
     if unknown:
         messages.append(
             Warning(
                 f"ZINRELO has unknown keys: {', '.join(unknown)}.",
-                hint=f"Known keys: {', '.join(DEFAULTS)}.",
+                hint=f"Known keys: {', '.join([*DEFAULTS, *CONTRIB_KEYS])}.",
                 id="django_zinrelo.W001",
             )
         )

@@ -49,6 +49,10 @@ DEFAULTS: Final[dict[str, Any]] = {
     "STORES": {},
 }
 
+# Keys of ``ZINRELO`` that belong to an integration of ``django_zinrelo.contrib``: known here, so
+# check W001 leaves them alone; read and checked by the integration itself.
+CONTRIB_KEYS: Final = ("OSCAR",)
+
 ENVIRONMENT: Final = {"PARTNER_ID": "ZINRELO_PARTNER_ID", "API_KEY": "ZINRELO_API_KEY"}
 
 # What a store of ``STORES`` may set. The credentials are the store's own (its settings, else its

@@ -112,6 +112,11 @@ def test_unknown_keys_warn():
     assert ids(APIKEY="typo") == ["django_zinrelo.W001"]
 
 
+def test_a_contrib_integrations_key_is_known():
+    """``ZINRELO["OSCAR"]`` is django_zinrelo.contrib.oscar's, which checks what it holds."""
+    assert ids(OSCAR={"CANCELLED_STATUSES": ["Cancelled"]}) == []
+
+
 def test_manage_py_check_shows_the_errors(monkeypatch):
     with (
         override_settings(ZINRELO={**settings.ZINRELO, "ORDER_MODEL": "shop.Nope"}),

@@ -406,7 +406,9 @@ def check_rate(arrivals, concurrency):
     assert "Delivered: 24 awarded" in out
     assert len(arrivals) == 24
     assert busiest_second(arrivals) <= 8
-    assert time.monotonic() - started < 10, "returns within a bounded time"
+    # 24 calls at 8 a second take 3 s; the bound only tells a run that ends from one that hangs,
+    # with room for a loaded machine.
+    assert time.monotonic() - started < 60, "the run ends"
 
 
 def test_rate_limit_holds_at_the_server(sandbox_arrivals):

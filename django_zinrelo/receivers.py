@@ -50,6 +50,7 @@ logger = logging.getLogger("django_zinrelo")
 # Where an order keeps the values it was loaded with; "_zinrelo" keeps clear of the shop's names.
 LOADED: Final = "_zinrelo_loaded"
 SAVEPOINT: Final = "zinrelo_award"
+INERROR: Final = 3
 
 # What the adapter says of an order, in the order the hook asks.
 CANCELLED: Final = "cancelled"
@@ -106,12 +107,19 @@ def record(label: str, order_pk: str, activity_id: str, using: str) -> None:
         try:
             cursor.execute(f"SAVEPOINT {SAVEPOINT}; {sql}; RELEASE SAVEPOINT {SAVEPOINT}", params)
         except Exception:
-            try:
+            # Only a statement the server ran can have aborted the transaction; an error raised
+            # before sending (binding the parameters) left it as it was, with no savepoint.
+            if aborted(connection):
                 cursor.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}")
-            except Exception:
-                # The savepoint was never made: the shop's transaction had failed before us.
-                logger.debug("No Zinrelo savepoint to roll back to", exc_info=True)
             raise
+
+
+def aborted(connection: BaseDatabaseWrapper) -> bool:
+    """Whether PostgreSQL holds the transaction as failed (libpq's INERROR, for psycopg 3 and 2)."""
+    raw = connection.connection
+    info = getattr(raw, "info", None)
+    status = info.transaction_status if info is not None else raw.get_transaction_status()
+    return int(status) == INERROR
 
 
 @lru_cache(maxsize=64)

@@ -1,0 +1,160 @@
+"""What the save hook costs the shop's transaction: one statement to record, none when nothing
+the app looks at changed, and a failure of that statement never breaks the shop's transaction."""
+
+import logging
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from django_zinrelo import receivers
+from django_zinrelo.models import Award, Operation
+from tests.conftest import awarded, make_order
+from tests.shop.models import Order
+
+pytestmark = pytest.mark.django_db
+
+
+def app_statements(queries):
+    """The statements of ours among those captured: they name the app's tables or savepoint."""
+    return [q["sql"] for q in queries if "zinrelo" in q["sql"].lower()]
+
+
+def paid_order(number="1001"):
+    """An order that qualified and whose award is recorded, loaded as the shop loads it."""
+    order = make_order(number=number)
+    order.status = "paid"
+    order.save()
+    assert Award.objects.filter(order_pk=str(order.pk)).exists()
+    return Order.objects.get(pk=order.pk)
+
+
+def test_a_qualifying_save_records_its_award_in_one_statement(django_capture_on_commit_callbacks):
+    order = Order.objects.get(pk=make_order().pk)
+    order.status = "paid"
+    with (
+        CaptureQueriesContext(connection) as queries,
+        django_capture_on_commit_callbacks(),
+        transaction.atomic(),
+    ):
+        order.save()
+    [statement] = app_statements(queries)
+    assert "INSERT" in statement
+    assert Award.objects.filter(order_pk=str(order.pk)).count() == 1
+
+
+@pytest.mark.parametrize("change", [None, "completed"], ids=["unchanged", "status_edit"])
+def test_a_save_of_an_order_that_qualified_when_loaded_runs_no_statement_of_ours(
+    change, django_capture_on_commit_callbacks
+):
+    order = paid_order()
+    if change:
+        order.status = change
+    with (
+        CaptureQueriesContext(connection) as queries,
+        django_capture_on_commit_callbacks() as callbacks,
+        transaction.atomic(),
+    ):
+        order.save()
+    assert app_statements(queries) == []
+    # An edit still looks at the award after commit (an invalid one is rebuilt); an unchanged
+    # save does not even do that.
+    assert len(callbacks) == (1 if change else 0)
+
+
+def test_a_fix_to_an_invalid_award_is_still_sent_after_a_status_edit(
+    zinrelo, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        order = make_order(email="", status="paid")
+    assert Award.objects.get().status == "invalid"
+    awarded(zinrelo)
+    order = Order.objects.get(pk=order.pk)
+    order.email = "fixed@example.com"
+    with django_capture_on_commit_callbacks(execute=True):
+        order.save()
+    assert Award.objects.get().status == "awarded"
+
+
+def test_an_order_built_in_code_over_an_existing_row_is_looked_at_in_full():
+    row = make_order()  # "new" in the database
+    built = Order(pk=row.pk, number=row.number, status="paid", email=row.email, total=1)
+    built.save()
+    assert Award.objects.filter(order_pk=str(row.pk)).count() == 1
+
+
+def test_an_order_loaded_with_deferred_fields_is_looked_at_in_full():
+    row = make_order()
+    order = Order.objects.only("pk", "status").get(pk=row.pk)
+    assert receivers.LOADED not in order.__dict__
+    order.status = "paid"
+    order.save()
+    assert Award.objects.filter(order_pk=str(row.pk)).count() == 1
+
+
+def test_loading_orders_runs_no_query_and_no_adapter_code(monkeypatch):
+    make_order()
+
+    def boom(self, order):
+        raise AssertionError("the adapter ran while loading")
+
+    monkeypatch.setattr("tests.shop.zinrelo.ShopAdapter.qualifies", boom)
+    with CaptureQueriesContext(connection) as queries:
+        [order] = Order.objects.all()
+    assert len(queries) == 1
+    assert order.__dict__[receivers.LOADED]
+
+
+def test_transitions_are_recorded_against_the_loaded_status(django_capture_on_commit_callbacks):
+    order = paid_order()
+    order.status = "shipped"  # approving
+    with django_capture_on_commit_callbacks():
+        order.save()
+    assert Operation.objects.filter(action="approve").count() == 1
+    shipped = Order.objects.get(pk=order.pk)
+    shipped.email = "new@example.com"
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks():
+        shipped.save()
+    assert app_statements(queries) == []  # no look-up of the award on each save
+    shipped.status = "cancelled"
+    with django_capture_on_commit_callbacks():
+        shipped.save()
+    assert Operation.objects.filter(action="take_back").count() == 1
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [("order_pk",), ()],
+    ids=["failing_on_the_server", "failing_before_sending"],
+)
+def test_a_failed_insert_leaves_the_shops_transaction_usable(fields, monkeypatch, caplog):
+    """A missing table fails on the server (PostgreSQL then aborts the transaction, unless
+    confined); a parameter missing fails in the driver, before anything is sent."""
+    sql = "INSERT INTO no_such_zinrelo_table (x) VALUES (%s)"
+    columns = tuple(Award._meta.get_field(name) for name in fields)
+    monkeypatch.setattr(receivers, "insert_statement", lambda alias: (sql, columns))
+    order = make_order()
+    with caplog.at_level(logging.ERROR, logger="django_zinrelo"), transaction.atomic():
+        order.status = "paid"
+        order.save()
+        # The shop's transaction goes on after our failure: it can still write and read.
+        make_order(number="1002")
+        assert Order.objects.count() == 2
+    assert "zinrelo_sync --missing will find it" in caplog.text
+    assert Order.objects.get(pk=order.pk).status == "paid"
+    assert Award.objects.count() == 0
+
+
+def test_after_a_failed_record_the_next_save_of_the_same_order_tries_again(monkeypatch):
+    real = receivers.record
+
+    def failing(*args):
+        raise RuntimeError("database hiccup")
+
+    order = Order.objects.get(pk=make_order().pk)
+    monkeypatch.setattr(receivers, "record", failing)
+    order.status = "paid"
+    order.save()
+    monkeypatch.setattr(receivers, "record", real)
+    order.save()
+    assert Award.objects.filter(order_pk=str(order.pk)).count() == 1

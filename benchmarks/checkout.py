@@ -314,6 +314,16 @@ class Burst:
     threads: int
 
 
+def clear() -> None:
+    """No award left due and no qualifying order without one: each ``zinrelo_sync`` sends only
+    the awards of its own round. (``QuerySet.update`` sends no signal.)"""
+    from django_zinrelo.models import Award, Status
+    from django_zinrelo.sync import EVERYTHING, missing_orders
+
+    Award.objects.exclude(status=Status.AWARDED).delete()
+    missing_orders(EVERYTHING).update(status="archived")
+
+
 def burst(sizes: Sizes) -> Burst:
     from django.core.management import call_command
 
@@ -322,6 +332,7 @@ def burst(sizes: Sizes) -> Burst:
 
     threads = get_settings().threads
     count = sizes.burst
+    clear()
     rows: dict[str, list[float]] = {
         name: [] for name in ("without", "off", "thread", "delivered", "sync", "cpu")
     }
@@ -330,6 +341,7 @@ def burst(sizes: Sizes) -> Burst:
             rows["without"].append(commit_each(fresh_orders(f"b-none-{number}-", count)))
         with delivery_off():
             rows["off"].append(commit_each(fresh_orders(f"b-off-{number}-", count)))
+        clear()
         settings_delivery("thread")
         prefix = f"b-thread-{number}-"
         orders = fresh_orders(prefix, count)

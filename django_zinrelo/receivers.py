@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from functools import lru_cache, partial, reduce
 from operator import itemgetter, or_
-from typing import Any, Final
+from typing import Any, Final, cast
+from weakref import WeakKeyDictionary
 
 from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -74,36 +76,96 @@ def insert_statement(alias: str) -> tuple[str, tuple[Field[Any, Any], ...]]:
 
 
 def confinement(connection: BaseDatabaseWrapper) -> str:
-    """How a failed insert is kept from breaking the shop's transaction, at the fewest trips.
+    """How an insert not yet known to be safe is kept from breaking the shop's transaction.
 
-    SQLite undoes a failed statement alone and the transaction goes on: nothing to add.
-    PostgreSQL aborts the whole transaction, so the insert runs inside a savepoint, sent in the
-    same trip as the insert when the driver binds parameters itself (psycopg's default in
-    Django, and psycopg2): one round trip, and one more only after a failure. Server-side
-    binding, and any other database, take Django's own savepoint: three statements.
+    PostgreSQL aborts the whole transaction on a failed statement, so the insert runs inside a
+    savepoint, sent in the same trip as the insert when the driver binds parameters itself
+    (psycopg's default in Django, and psycopg2): one round trip, and one more only after a
+    failure. Server-side binding, and any other database, take Django's own savepoint.
     """
-    if connection.vendor == "sqlite":
-        return "none"
     options = connection.settings_dict.get("OPTIONS") or {}
     if connection.vendor == "postgresql" and not options.get("server_side_binding"):
         return "inline"
     return "atomic"
 
 
+# Raw connections whose last award insert succeeded, each with whether its server stores any text
+# (a UTF8 database) or only ASCII is known to be safe. Keyed by the driver's connection object, so
+# a reconnect, or a pooled connection replaced, proves itself again; gone with its connection.
+PROVEN: WeakKeyDictionary[Any, bool] = WeakKeyDictionary()
+# The award's values that come from the shop; every other one is a default of the model's.
+GIVEN: Final = ("order_model", "order_pk", "activity_id")
+
+
 def record(label: str, order_pk: str, activity_id: str, using: str) -> None:
+    """Insert the award row in the shop's transaction, never breaking it for the app's sake.
+
+    A savepoint costs PostgreSQL about as much as the insert itself, so it is paid only until the
+    insert is known to succeed: on a connection whose last award insert succeeded (the table is
+    there, as this process's model has it), with values checked here against what their columns
+    hold, the insert goes alone. What else can fail it (a lost connection, a timeout, a full disk,
+    a deadlock) fails the shop's own statements as well. A failure forgets the proof.
+    """
     sql, fields = insert_statement(using)
     award = Award(order_model=label, order_pk=order_pk, activity_id=activity_id)
     connection = connections[using]
     params = [field.get_db_prep_save(field.pre_save(award, True), connection) for field in fields]
-    how = confinement(connection) if connection.in_atomic_block else "none"
-    if how == "atomic":
-        with transaction.atomic(using=using), connection.cursor() as cursor:
+    # SQLite undoes a failed statement alone and the transaction goes on; outside a transaction
+    # there is nothing to break.
+    if connection.vendor == "sqlite" or not connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+        return
+    raw = connection.connection
+    try:
+        if storable(award, proof(raw)):
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+            return
+        confined(connection, sql, params)
+    except Exception:
+        forget(raw)
+        raise
+    prove(connection, raw)
+
+
+def storable(award: Award, any_text: bool | None) -> bool:
+    """Whether the proven table takes the award's given values, as far as Python can tell: within
+    their columns' lengths, no NUL, and ASCII unless the server stores any text (then encodable:
+    no lone surrogate). ``any_text`` is None on a connection not proven."""
+    if any_text is None:
+        return False
+    for name, most in limits():
+        value = getattr(award, name)
+        if len(value) > most or "\x00" in value:
+            return False
+        if not value.isascii() and not (any_text and encodable(value)):
+            return False
+    return True
+
+
+@lru_cache(maxsize=1)
+def limits() -> tuple[tuple[str, int], ...]:
+    fields = Award._meta.concrete_fields
+    return tuple(
+        (field.name, cast(int, field.max_length)) for field in fields if field.name in GIVEN
+    )
+
+
+def encodable(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def confined(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> None:
+    if confinement(connection) == "atomic":
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
             cursor.execute(sql, params)
         return
     with connection.cursor() as cursor:
-        if how == "none":
-            cursor.execute(sql, params)
-            return
         try:
             cursor.execute(f"SAVEPOINT {SAVEPOINT}; {sql}; RELEASE SAVEPOINT {SAVEPOINT}", params)
         except Exception:
@@ -112,6 +174,33 @@ def record(label: str, order_pk: str, activity_id: str, using: str) -> None:
             if aborted(connection):
                 cursor.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}")
             raise
+
+
+def proof(raw: Any) -> bool | None:
+    """What ``PROVEN`` holds for this connection; None when not proven, or when the driver's
+    connections take no weak reference (then every insert is confined)."""
+    try:
+        return PROVEN.get(raw)
+    except TypeError:
+        return None
+
+
+def prove(connection: BaseDatabaseWrapper, raw: Any) -> None:
+    with suppress(TypeError):
+        PROVEN[raw] = connection.vendor == "postgresql" and server_encoding(raw) == "UTF8"
+
+
+def forget(raw: Any) -> None:
+    with suppress(TypeError):
+        PROVEN.pop(raw, None)
+
+
+def server_encoding(raw: Any) -> str | None:
+    """The database's encoding as the server reported it at connect (psycopg 3 and 2), no query."""
+    info = getattr(raw, "info", None)
+    if info is not None:
+        return cast(str | None, info.parameter_status("server_encoding"))
+    return cast(str | None, raw.get_parameter_status("server_encoding"))
 
 
 def aborted(connection: BaseDatabaseWrapper) -> bool:

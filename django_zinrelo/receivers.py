@@ -75,6 +75,32 @@ def insert_statement(alias: str) -> tuple[str, tuple[Field[Any, Any], ...]]:
     return sql, fields
 
 
+@lru_cache(maxsize=8)
+def template(
+    fields: tuple[Field[Any, Any], ...], alias: str
+) -> tuple[tuple[Any, ...], tuple[int, ...]]:
+    """The insert's parameters that are the same for every award, prepared once per database, and
+    the positions of those that are not (the shop's values, timestamps, callable defaults):
+    preparing all twenty for each save cost a third of the insert's own time."""
+    award = Award()
+    connection = connections[alias]
+    varying = tuple(
+        index
+        for index, field in enumerate(fields)
+        if field.name in GIVEN
+        or (field.has_default() and callable(field.default))
+        or getattr(field, "auto_now", False)
+        or getattr(field, "auto_now_add", False)
+    )
+    params = tuple(
+        None
+        if index in varying
+        else field.get_db_prep_save(field.pre_save(award, True), connection)
+        for index, field in enumerate(fields)
+    )
+    return params, varying
+
+
 def confinement(connection: BaseDatabaseWrapper) -> str:
     """How an insert not yet known to be safe is kept from breaking the shop's transaction.
 
@@ -109,7 +135,11 @@ def record(label: str, order_pk: str, activity_id: str, using: str) -> None:
     sql, fields = insert_statement(using)
     award = Award(order_model=label, order_pk=order_pk, activity_id=activity_id)
     connection = connections[using]
-    params = [field.get_db_prep_save(field.pre_save(award, True), connection) for field in fields]
+    fixed, varying = template(fields, using)
+    params = list(fixed)
+    for index in varying:
+        field = fields[index]
+        params[index] = field.get_db_prep_save(field.pre_save(award, True), connection)
     # SQLite undoes a failed statement alone and the transaction goes on; outside a transaction
     # there is nothing to break.
     if connection.vendor == "sqlite" or not connection.in_atomic_block:

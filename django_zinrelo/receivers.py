@@ -4,6 +4,18 @@ Only the award row is written here; the order's lines are read after commit, whe
 order saved before its lines, as django-oscar does, would otherwise be awarded without them). Any
 failure is logged and swallowed, confined so that the shop's ``save()`` and transaction go on.
 
+On PostgreSQL a failed statement aborts the whole transaction, and a savepoint around the insert,
+which would confine it, costs about as much as the insert. So the savepoint is paid only until the
+insert is proven on the connection: the first award insert on each database connection runs in it
+(the table may be missing or different: migrations not run yet); once one has succeeded, later
+inserts on that connection go alone, one statement, as long as their values are checked here to
+fit (lengths, no NUL, ASCII or a UTF8 database). A value that does not fit, or any failure, takes
+the savepoint again; a new connection proves itself again. What else can fail the insert (a lost
+connection, a timeout, a deadlock, a full disk) would fail the shop's own statements as well. Not
+covered: the award table dropped or changed under a running process after the proof (a migration
+of it run before the old processes stop) aborts the one transaction that meets it; the connection
+then proves again. SQLite undoes a failed statement alone: it never needs the savepoint.
+
 A save is looked at only for what it changes. Each order loaded from the database keeps the values
 it was loaded with (``order_loaded``, a tuple, no query, no code of the shop's); a save of it that
 changes none of them, or that leaves the adapter's verdict as it was when loaded (an order paid

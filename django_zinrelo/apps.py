@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.apps import AppConfig, apps
 from django.core import checks
 from django.db.models import Model
-from django.db.models.signals import post_save
+from django.db.models.signals import post_init, post_save, pre_save
 
 
 class ZinreloConfig(AppConfig):
@@ -14,7 +14,7 @@ class ZinreloConfig(AppConfig):
     def ready(self) -> None:
         from django_zinrelo.checks import check_settings
         from django_zinrelo.conf import get_settings
-        from django_zinrelo.receivers import order_saved, refund_saved
+        from django_zinrelo.receivers import order_loaded, order_saved, order_saving, refund_saved
 
         checks.register(check_settings)
         conf = get_settings()
@@ -23,12 +23,21 @@ class ZinreloConfig(AppConfig):
             # A proxy of the order model, or a subclass with its own table (multi-table
             # inheritance), saves a row of the order model's table: an order like any other.
             # Django sends post_save with the class saved through as sender, so each is
-            # connected by name; saves of every other model never reach the receiver.
+            # connected by name; saves of every other model never reach the receiver. Each
+            # also notes the values its orders are loaded with, to skip saves that change
+            # nothing the app looks at (see ``receivers``).
             for model in apps.get_models():
                 if issubclass(model, order_model):
-                    post_save.connect(
-                        order_saved, sender=model, dispatch_uid="django_zinrelo.order_saved"
-                    )
+                    for signal, receiver in (
+                        (post_init, order_loaded),
+                        (pre_save, order_saving),
+                        (post_save, order_saved),
+                    ):
+                        signal.connect(
+                            receiver,
+                            sender=model,
+                            dispatch_uid=f"django_zinrelo.{receiver.__name__}",
+                        )
         refund_model = model_or_none(conf.refund_model)
         if refund_model is not None:
             post_save.connect(

@@ -720,8 +720,13 @@ def deliver_order(order_model: str, order_pk: str, activity_id: str) -> Award | 
     awards = Award.objects.filter(
         order_model=order_model, order_pk=order_pk, activity_id=activity_id
     )
-    awards.filter(status=Status.INVALID).update(
-        status=Status.PENDING, payload=None, next_attempt_at=timezone.now()
-    )
+    revive_invalid(awards)
     award_id = awards.values_list("pk", flat=True).first()
     return deliver(award_id, Trigger.ORDER_SAVE) if award_id is not None else None
+
+
+def revive_invalid(awards: QuerySet[Award]) -> int:
+    """Make the invalid awards among ``awards`` due again, to be rebuilt from their orders."""
+    return awards.filter(status=Status.INVALID).update(
+        status=Status.PENDING, payload=None, next_attempt_at=timezone.now()
+    )

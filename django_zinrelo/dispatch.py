@@ -1,12 +1,16 @@
 """Running delivery off the request path, by the backend ``ZINRELO["DELIVERY"]`` names.
 
 ``thread`` (the default) hands the work to a small in-process pool so a checkout never waits on
-Zinrelo; ``immediate`` runs it in the caller, for tests and scripts; ``tasks`` enqueues it on
-Django's Tasks framework (see ``tasks``), for shops that run workers. Whatever the backend, nothing
-raises back into the shop's code: the award row is the durable record, and ``zinrelo_sync``
-delivers anything a lost thread, a lost task or a killed process left behind. On every backend the
-work starts in ``run``, which asks the switch (``delivery.enabled``) again: a delivery queued before
-the app was switched off (a pending commit, a task waiting in a broker) then does nothing.
+Zinrelo. Work that has a batch form (an order's award, once its save has committed) waits a moment
+in memory and is done together with whatever else is waiting, through ``zinrelo_sync``'s own loop:
+a burst of checkouts then costs a few batched queries and a few threads waiting on calls, not a
+thread of round trips per order competing with the checkouts for the interpreter. ``immediate``
+runs the work in the caller, for tests and scripts; ``tasks`` enqueues it on Django's Tasks
+framework (see ``tasks``), for shops that run workers. Whatever the backend, nothing raises back
+into the shop's code: the award row is the durable record, and ``zinrelo_sync`` delivers anything
+a lost thread, a lost task or a killed process left behind. On every backend the work starts in
+``run``, which asks the switch (``delivery.enabled``) again: a delivery queued before the app was
+switched off (a pending commit, a task waiting in a broker) then does nothing.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from django.db import close_old_connections
 
@@ -26,9 +31,16 @@ from django_zinrelo.delivery import enabled
 logger = logging.getLogger("django_zinrelo")
 
 R = TypeVar("R")
+Batch = Callable[[Sequence[tuple[Any, ...]]], Any]
+
+# How long work waits for more to join it, and the most one batch takes: during a burst of
+# checkouts, each batch then costs its queries once for many orders.
+GATHER: Final = 0.2
+MOST: Final = 1000
 
 _lock = threading.Lock()
 _pool: tuple[int, ThreadPoolExecutor] | None = None
+_drainer: tuple[int, Drainer] | None = None
 
 
 def run(func: Callable[..., R], *args: Any) -> R | None:
@@ -62,8 +74,75 @@ def executor(size: int) -> ThreadPoolExecutor:
         return _pool[1]
 
 
-def submit(func: Callable[..., Any], *args: Any) -> None:
-    """Run ``func(*args)`` by the configured backend; never raises."""
+class Drainer:
+    """What waits for a batch, and at most one pool thread doing the batches, per process.
+
+    Work put while a batch runs joins the next one, so the slower Zinrelo or the database, the
+    bigger the batches. The thread ends when nothing waits, so a process exits once the work
+    waiting has been done (the pool joins its threads at exit); work still waiting when the
+    process is killed is in the award rows, for ``zinrelo_sync``.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiting: dict[Batch, list[tuple[Any, ...]]] = {}
+        self.busy = False
+
+    def put(self, batch: Batch, args: tuple[Any, ...], threads: int) -> None:
+        with self.lock:
+            self.waiting.setdefault(batch, []).append(args)
+            if self.busy:
+                return
+            self.busy = True
+        try:
+            executor(threads).submit(self.drain)
+        except BaseException:
+            with self.lock:
+                self.busy = False
+            raise
+
+    def take(self) -> dict[Batch, list[tuple[Any, ...]]]:
+        """Everything waiting, or nothing, the thread then done (under the lock, so that work
+        put meanwhile starts a thread of its own)."""
+        with self.lock:
+            waiting, self.waiting = self.waiting, {}
+            self.busy = bool(waiting)
+            return waiting
+
+    def drain(self) -> None:
+        close_old_connections()
+        try:
+            while True:
+                time.sleep(GATHER)
+                waiting = self.take()
+                if not waiting:
+                    return
+                for batch, items in waiting.items():
+                    for start in range(0, len(items), MOST):
+                        run(batch, items[start : start + MOST])
+        except BaseException:
+            with self.lock:
+                self.busy = False
+            raise
+        finally:
+            close_old_connections()
+
+
+def drainer() -> Drainer:
+    """One per process, as the pool: a forked worker starts with none of its parent's work."""
+    global _drainer
+    with _lock:
+        if _drainer is None or _drainer[0] != os.getpid():
+            _drainer = (os.getpid(), Drainer())
+        return _drainer[1]
+
+
+def submit(func: Callable[..., Any], *args: Any, batch: Batch | None = None) -> None:
+    """Run ``func(*args)`` by the configured backend; never raises.
+
+    With ``batch``, the thread backend runs ``batch([args, ...])`` once for the calls waiting
+    together instead of ``func`` for each; the other backends run ``func(*args)``.
+    """
     try:
         conf = get_settings()
         if conf.delivery == "immediate":
@@ -73,6 +152,8 @@ def submit(func: Callable[..., Any], *args: Any) -> None:
             from django_zinrelo.tasks import enqueue
 
             enqueue(func, *args)
+        elif batch is not None:
+            drainer().put(batch, args, conf.threads)
         else:
             executor(conf.threads).submit(run_in_thread, func, *args)
     except Exception:

@@ -498,6 +498,7 @@ def send_due(
     concurrency: int = 1,
     rate: float | None = None,
     progress: Callable[[int], None] | None = None,
+    trigger: str | None = None,
 ) -> Run:
     """Send every award of ``awards`` that is due, until none is left due.
 
@@ -505,7 +506,8 @@ def send_due(
     covers the wait for a thread (and for ``rate``); the threads only make the HTTP calls, and
     this thread records the answers in batches of whatever has come back meanwhile. Awards whose
     retry falls due while the run goes on are sent again in the same run, so with a short backoff
-    one run settles everything it can. ``progress`` is called with the calls finished so far.
+    one run settles everything it can. ``progress`` is called with the calls finished so far;
+    ``trigger`` names what the attempts were made for (else a retry or the sync command).
     """
     conf = get_settings()
     result = Run()
@@ -584,7 +586,7 @@ def send_due(
                 for ids in chunks(batch, group):
                     claimed = claim(ids, hold)
                     result.lost.update(set(ids) - {award.pk for award in claimed})
-                    for item, mine in prepared(claimed, batch, conf):
+                    for item, mine in prepared(claimed, batch, conf, trigger):
                         in_flight[pool.submit(call, item, post_for(mine), mine)] = item
                     while len(in_flight) > group:
                         collect()
@@ -605,12 +607,14 @@ def send_due(
 
 
 def prepared(
-    claimed: list[Award], statuses: dict[int, str], conf: ZinreloSettings
+    claimed: list[Award], statuses: dict[int, str], conf: ZinreloSettings, why: str | None = None
 ) -> Iterator[tuple[Call, ZinreloSettings]]:
     """The calls to make for claimed awards, each with its store's settings; an invalid order
     is recorded as such instead, and an award whose store cannot be called now is given back."""
     for award in claimed:
-        trigger = Trigger.RETRY if statuses[award.pk] == Status.RETRYING else Trigger.COMMAND
+        trigger = why or (
+            Trigger.RETRY if statuses[award.pk] == Status.RETRYING else Trigger.COMMAND
+        )
         try:
             body = body_for(award)
             mine = store_settings(award, conf) if body is not None else None

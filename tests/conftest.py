@@ -4,7 +4,7 @@ import pytest
 import responses
 from django.db import connection
 
-from django_zinrelo import delivery
+from django_zinrelo import delivery, receivers
 from django_zinrelo.models import Award, Status
 from tests.shop.models import Order, OrderLine
 
@@ -26,8 +26,10 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _fresh_process_state():
-    """Each test starts like a new process: no configuration problem reported yet."""
+    """Each test starts like a new process: no configuration problem reported yet, and no
+    connection proven to take the award's insert without a savepoint."""
     delivery._reported.clear()
+    receivers.PROVEN.clear()
     yield
     delivery._reported.clear()
 

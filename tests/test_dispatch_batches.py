@@ -1,0 +1,94 @@
+"""The thread backend's batches: work waiting together runs together, in every process, and a
+failure or the switch stops nothing but itself."""
+
+import os
+import threading
+
+import pytest
+from django.test import override_settings
+
+from django_zinrelo import dispatch
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def thread_backend(**extra):
+    from django.conf import settings
+
+    return override_settings(ZINRELO={**settings.ZINRELO, "DELIVERY": "thread", **extra})
+
+
+class Batches:
+    """A batch form that records each batch it is given; the first one waits to be released."""
+
+    def __init__(self, fail_first=False):
+        self.seen = []
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.done = threading.Event()
+        self.fail_first = fail_first
+
+    def __call__(self, items):
+        self.seen.append(list(items))
+        if len(self.seen) == 1:
+            self.started.set()
+            assert self.release.wait(5)
+            if self.fail_first:
+                raise RuntimeError("our own bug")
+        if sum(len(batch) for batch in self.seen) >= 4:
+            self.done.set()
+
+
+def one(*args):
+    raise AssertionError("the thread backend runs the batch form")
+
+
+def test_work_put_while_a_batch_runs_is_done_as_one_batch():
+    batches = Batches()
+    with thread_backend():
+        dispatch.submit(one, "a", batch=batches)
+        assert batches.started.wait(5)
+        for name in ("b", "c", "d"):
+            dispatch.submit(one, name, batch=batches)
+        batches.release.set()
+        assert batches.done.wait(5)
+    assert batches.seen == [[("a",)], [("b",), ("c",), ("d",)]]
+
+
+def test_a_batch_that_raises_is_logged_and_the_next_ones_still_run(caplog):
+    batches = Batches(fail_first=True)
+    with thread_backend():
+        dispatch.submit(one, "a", batch=batches)
+        assert batches.started.wait(5)
+        for name in ("b", "c", "d"):
+            dispatch.submit(one, name, batch=batches)
+        batches.release.set()
+        assert batches.done.wait(5)
+    assert "Zinrelo delivery failed" in caplog.text
+    assert batches.seen[1] == [("b",), ("c",), ("d",)]
+
+
+def test_nothing_runs_while_the_app_is_switched_off():
+    batches = Batches()
+    with thread_backend(ENABLED=False):
+        dispatch.submit(one, "a", batch=batches)
+        drainer = dispatch.drainer()
+        for _ in range(100):
+            if not drainer.busy:
+                break
+            threading.Event().wait(0.05)
+    assert not drainer.busy
+    assert batches.seen == []
+
+
+def test_a_forked_process_has_a_drainer_of_its_own():
+    parent = dispatch.drainer()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a new drainer, with none of the parent's waiting work
+        child = dispatch.drainer()
+        os.write(write, b"1" if child is not parent and not child.waiting else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    assert dispatch.drainer() is parent

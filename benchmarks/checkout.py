@@ -159,14 +159,11 @@ def award_insert(order: Any) -> tuple[str, list[Any]]:
     """The award's own INSERT for ``order``, as the app compiles it, to run by hand."""
     from django.db import connection
 
-    from django_zinrelo.models import Award
-    from django_zinrelo.receivers import insert_statement
+    from django_zinrelo.inserts import parameters, statement
 
-    sql, fields = insert_statement("default")
-    award = Award(order_model="shop.order", order_pk=f"by-hand-{order.pk}", activity_id="bench")
-    return sql, [
-        field.get_db_prep_save(field.pre_save(award, True), connection) for field in fields
-    ]
+    insert = statement("default")
+    given = {"order_model": "shop.order", "order_pk": f"by-hand-{order.pk}", "activity_id": "bench"}
+    return insert.sql, parameters(insert, given, connection)
 
 
 def timed_save(order: Any, then: tuple[str, list[Any]] | None = None) -> int:

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
@@ -87,11 +87,18 @@ STOPPED: Final = "The award had not been sent: it is cancelled and will never be
 INVALID_REFUND: Final = "invalid_refund"
 
 
-def order_label(order: Model) -> str:
+def order_label(order: Model, conf: ZinreloSettings | None = None) -> str:
     """The label awards are recorded under: ``ORDER_MODEL``'s, also for an order saved through
     a proxy or a subclass of it (see ``receivers``)."""
-    label = get_settings().order_model
-    return str(apps.get_model(label)._meta.label_lower) if label else order._meta.label_lower
+    label = (conf or get_settings()).order_model
+    return model_label(label) if label else order._meta.label_lower
+
+
+@lru_cache(maxsize=8)
+def model_label(label: str) -> str:
+    """``ORDER_MODEL`` as Django writes a model's label (any case in, lower case out); asked on
+    every qualifying save."""
+    return str(apps.get_model(label)._meta.label_lower)
 
 
 def award_of(label: str, order_pk: str, conf: ZinreloSettings, using: str) -> Award | None:

@@ -4,7 +4,7 @@ import pytest
 import responses
 from django.db import connection
 
-from django_zinrelo import delivery, receivers
+from django_zinrelo import delivery, inserts
 from django_zinrelo.models import Award, Status
 from tests.shop.models import Order, OrderLine
 
@@ -29,7 +29,7 @@ def _fresh_process_state():
     """Each test starts like a new process: no configuration problem reported yet, and no
     connection proven to take the award's insert without a savepoint."""
     delivery._reported.clear()
-    receivers.PROVEN.clear()
+    inserts.PROVEN.clear()
     yield
     delivery._reported.clear()
 

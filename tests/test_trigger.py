@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.db import connection, transaction
 from django.test import override_settings
 
-from django_zinrelo import receivers
+from django_zinrelo import inserts
 from django_zinrelo.models import Award, AwardAttempt, Status
 from django_zinrelo.signals import award_delivered
 from tests.conftest import AWARD_URL, awarded, make_order
@@ -134,9 +134,9 @@ def test_a_database_error_while_recording_leaves_the_shops_transaction_usable(
     zinrelo, monkeypatch, caplog
 ):
     """A real database error (a missing table): on PostgreSQL it aborts a transaction."""
-    sql, fields = receivers.insert_statement("default")
-    broken = sql.replace(Award._meta.db_table, "zinrelo_no_such_table")
-    monkeypatch.setattr(receivers, "insert_statement", lambda alias: (broken, fields))
+    real = inserts.statement("default")
+    broken = real.sql.replace(Award._meta.db_table, "zinrelo_no_such_table")
+    monkeypatch.setattr(inserts, "statement", lambda alias: inserts.Statement(broken, real.slots))
     with transaction.atomic():
         order = make_order(status="paid")
         assert Order.objects.filter(pk=order.pk).count() == 1  # the transaction still works

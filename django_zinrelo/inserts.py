@@ -1,0 +1,221 @@
+"""The award row, written inside the shop's transaction at the cost of one statement.
+
+This runs in every qualifying ``save()``, so it is built to cost the least the database allows:
+the ``INSERT ... ON CONFLICT DO NOTHING`` is compiled once per database, with every value that is
+the same for all awards written into it on PostgreSQL (whose driver would otherwise turn each of
+them into text again on every call), and no model instance is made.
+
+On PostgreSQL a failed statement aborts the whole transaction, and a savepoint around the insert,
+which would confine it, costs about as much as the insert. So the savepoint is paid only until the
+insert is proven on the database in this process: the first award insert runs in it (the table
+may be missing or different: migrations not run yet); once one has succeeded, later inserts go
+alone, as long as their values are checked here to fit (lengths, no NUL, ASCII or a UTF8
+database). A value that does not fit takes the savepoint; any failure forgets the proof. What
+else can fail the insert (a lost connection, a timeout, a deadlock, a full disk) would fail the
+shop's own statements in the same transaction as well. Not covered: the award table dropped or
+changed under a running process after the proof (a migration of it run while old processes still
+serve) aborts the one transaction that meets it; the process then proves again. SQLite undoes a
+failed statement alone: it never needs the savepoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Final, cast
+
+from django.db import connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field
+from django.db.models.constants import OnConflict
+from django.db.models.sql import InsertQuery
+from django.utils import timezone
+
+from django_zinrelo.models import Award
+
+SAVEPOINT: Final = "zinrelo_award"
+INERROR: Final = 3  # libpq's PQTRANS_INERROR: the transaction is aborted
+# The award's values that come from the shop; every other one is a default of the model's.
+GIVEN: Final = ("order_model", "order_pk", "activity_id")
+
+# Database aliases on which an award insert has succeeded in this process, each with whether the
+# server stores any text (a UTF8 database) or only ASCII is known to be safe.
+PROVEN: dict[str, bool] = {}
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """A value the same for every award, prepared for the database once."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class Statement:
+    """The insert's SQL, and what fills each of its placeholders: a field whose value varies from
+    award to award (the shop's values, timestamps), or a fixed value."""
+
+    sql: str
+    slots: tuple[Field[Any, Any] | Fixed, ...]
+
+
+@lru_cache(maxsize=8)
+def statement(alias: str) -> Statement:
+    """``bulk_create(ignore_conflicts=True)`` of one award, compiled once per database.
+
+    Django's compiler writes each backend's own "ignore conflicts" form. On PostgreSQL the fixed
+    values are written into the SQL as literals: psycopg binds parameters on the client, turning
+    each into text on every call, which cost a third of the insert's own time.
+    """
+    connection = connections[alias]
+    fields = tuple(field for field in Award._meta.concrete_fields if not field.primary_key)
+    query = InsertQuery(Award, on_conflict=OnConflict.IGNORE)
+    query.insert_values(fields, [Award()])
+    [(sql, _)] = query.get_compiler(alias).as_sql()
+    template = Award()
+    slots: tuple[Field[Any, Any] | Fixed, ...] = tuple(
+        field
+        if varies(field)
+        else Fixed(field.get_db_prep_save(field.pre_save(template, True), connection))
+        for field in fields
+    )
+    if connection.vendor != "postgresql":
+        return Statement(sql, slots)
+    pieces = sql.split("%s")
+    if len(pieces) != len(slots) + 1:
+        return Statement(sql, slots)
+    written = [pieces[0]]
+    for slot, piece in zip(slots, pieces[1:], strict=True):
+        if isinstance(slot, Fixed):
+            # A literal's own "%" would read as a placeholder: doubled, it stays a "%".
+            literal = cast(Any, connection.ops).compose_sql("%s", [slot.value])
+            written.append(literal.replace("%", "%%"))
+        else:
+            written.append("%s")
+        written.append(piece)
+    return Statement("".join(written), tuple(slot for slot in slots if isinstance(slot, Field)))
+
+
+def varies(field: Field[Any, Any]) -> bool:
+    return (
+        field.name in GIVEN
+        or (field.has_default() and callable(field.default))
+        or getattr(field, "auto_now", False)
+        or getattr(field, "auto_now_add", False)
+    )
+
+
+def record(label: str, order_pk: str, activity_id: str, using: str) -> None:
+    """Insert the award row in the shop's transaction, never breaking it for the app's sake."""
+    insert = statement(using)
+    connection = connections[using]
+    given = {"order_model": label, "order_pk": order_pk, "activity_id": activity_id}
+    params = parameters(insert, given, connection)
+    # SQLite undoes a failed statement alone and the transaction goes on; outside a transaction
+    # there is nothing to break.
+    if connection.vendor == "sqlite" or not connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute(insert.sql, params)
+        return
+    try:
+        if storable(given, PROVEN.get(using)):
+            with connection.cursor() as cursor:
+                cursor.execute(insert.sql, params)
+            return
+        confined(connection, insert.sql, params)
+    except Exception:
+        PROVEN.pop(using, None)
+        raise
+    PROVEN[using] = connection.vendor == "postgresql" and server_encoding(connection) == "UTF8"
+
+
+def parameters(
+    insert: Statement, given: dict[str, str], connection: BaseDatabaseWrapper
+) -> list[Any]:
+    """The values of ``insert``'s placeholders for an award of the ``given`` values."""
+    now = timezone.now()
+    params = []
+    for slot in insert.slots:
+        if isinstance(slot, Fixed):
+            params.append(slot.value)
+            continue
+        if slot.name in given:
+            raw: Any = given[slot.name]
+        elif (
+            getattr(slot, "auto_now", False)
+            or getattr(slot, "auto_now_add", False)
+            or slot.default is timezone.now
+        ):
+            raw = now  # one clock reading for the row's times, as the model would take
+        else:
+            raw = slot.get_default()
+        params.append(slot.get_db_prep_save(raw, connection))
+    return params
+
+
+def storable(given: dict[str, str], any_text: bool | None) -> bool:
+    """Whether the proven table takes the shop's values, as far as Python can tell: within their
+    columns' lengths, no NUL, and ASCII unless the server stores any text (then encodable: no lone
+    surrogate). ``any_text`` is None before the proof."""
+    if any_text is None:
+        return False
+    for name, most in limits():
+        text = given[name]
+        if len(text) > most or "\x00" in text:
+            return False
+        if not text.isascii() and not (any_text and encodable(text)):
+            return False
+    return True
+
+
+@lru_cache(maxsize=1)
+def limits() -> tuple[tuple[str, int], ...]:
+    fields = Award._meta.concrete_fields
+    return tuple(
+        (field.name, cast(int, field.max_length)) for field in fields if field.name in GIVEN
+    )
+
+
+def encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def confined(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> None:
+    """The insert inside a savepoint: sent in the same trip as the insert when the driver binds
+    parameters itself (psycopg's default in Django, and psycopg2), one more trip only after a
+    failure; with server-side binding, and on other databases, Django's own savepoint."""
+    options = connection.settings_dict.get("OPTIONS") or {}
+    if connection.vendor != "postgresql" or options.get("server_side_binding"):
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+        return
+    with connection.cursor() as cursor:
+        try:
+            cursor.execute(f"SAVEPOINT {SAVEPOINT}; {sql}; RELEASE SAVEPOINT {SAVEPOINT}", params)
+        except Exception:
+            # Only a statement the server ran can have aborted the transaction; an error raised
+            # before sending (binding the parameters) left it as it was, with no savepoint.
+            if aborted(connection):
+                cursor.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}")
+            raise
+
+
+def server_encoding(connection: BaseDatabaseWrapper) -> str | None:
+    """The database's encoding as the server reported it at connect (psycopg 3 and 2), no query."""
+    raw = connection.connection
+    info = getattr(raw, "info", None)
+    if info is not None:
+        return cast(str | None, info.parameter_status("server_encoding"))
+    return cast(str | None, raw.get_parameter_status("server_encoding"))
+
+
+def aborted(connection: BaseDatabaseWrapper) -> bool:
+    """Whether PostgreSQL holds the transaction as failed (libpq's INERROR, for psycopg 3 and 2)."""
+    raw = connection.connection
+    info = getattr(raw, "info", None)
+    status = info.transaction_status if info is not None else raw.get_transaction_status()
+    return int(status) == INERROR

@@ -203,11 +203,25 @@ def record_missing(selection: Selection = EVERYTHING) -> int:
     label = order_model()._meta.label_lower
     recorded = 0
     for page in pages(missing_orders(selection).values_list("pk", flat=True)):
-        awards = [
-            Award(order_model=label, order_pk=str(pk), activity_id=conf.activity_id) for pk in page
-        ]
+        # Built now, from the orders as they are (what delivery would do moments later): the
+        # award is written once with its payload instead of written, then updated with it.
+        rows = [(n, label, str(pk), conf.activity_id) for n, pk in enumerate(page)]
+        built = build_chunk(rows)
+        awards = [award_with(row, built.get(row[0])) for row in rows]
         recorded += len(Award.objects.bulk_create(awards, ignore_conflicts=True))
     return recorded
+
+
+def award_with(row: tuple[int, str, str, str], built: Built | InvalidOrder | None) -> Award:
+    """A new award for a missing order, with its payload when one could be built; otherwise
+    delivery builds it and records why it cannot."""
+    _, label, order_pk, activity_id = row
+    award = Award(order_model=label, order_pk=order_pk, activity_id=activity_id)
+    if isinstance(built, tuple):
+        award.store, award.payload = built
+        award.member_id = award.payload["member_id"]
+        award.order_id = award.payload["transaction_attributes"]["order_id"]
+    return award
 
 
 def reset(awards: QuerySet[Award]) -> int:
@@ -271,9 +285,9 @@ Built = tuple[str, dict[str, Any]]  # an award's store and body
 
 
 def build_chunk(rows: list[tuple[int, str, str, str]]) -> dict[int, Built | InvalidOrder]:
-    """Stores and payloads for ``(award pk, order model, order pk, activity)`` rows, by award
-    pk; an order that cannot be sent as it is, or for which the shop's code raises, has its
-    reason instead.
+    """Stores and payloads for ``(key, order model, order pk, activity)`` rows (the key: an
+    award's pk, or any number telling the rows apart), by key; an order that cannot be sent as
+    it is, or for which the shop's code raises, has its reason instead.
 
     An order that no longer exists or whose model is gone is left out: delivery records why. So
     is one whose build fails in our own code: delivery tries it again and logs the failure.
@@ -295,20 +309,18 @@ def build_chunk(rows: list[tuple[int, str, str, str]]) -> dict[int, Built | Inva
             # One order its manager cannot read, or a prefetch() that fails, must not hold up
             # the others: each order is then read alone, as delivery does, without prefetch().
             logger.warning("Zinrelo: %s; reading %s orders one at a time", failed.reason, len(mine))
-        for award_pk, _, order_pk, activity_id in mine:
+        for key, _, order_pk, activity_id in mine:
             try:
                 if orders is None:
-                    award = Award(
-                        pk=award_pk, order_model=label, order_pk=order_pk, activity_id=activity_id
-                    )
+                    award = Award(order_model=label, order_pk=order_pk, activity_id=activity_id)
                     payload = build(award)  # sets award.store
-                    built[award_pk] = (award.store, payload)
+                    built[key] = (award.store, payload)
                 elif order_pk in orders:
-                    built[award_pk] = build_for_store(adapter, orders[order_pk], activity_id, conf)
+                    built[key] = build_for_store(adapter, orders[order_pk], activity_id, conf)
             except InvalidOrder as invalid:
-                built[award_pk] = invalid
+                built[key] = invalid
             except Exception:
-                logger.exception("Building the payload of Zinrelo award %s failed", award_pk)
+                logger.exception("Building the Zinrelo payload of order %s failed", order_pk)
     return built
 
 

@@ -543,15 +543,17 @@ def send_due(
     # Up to two groups are in flight, so a thread may have twice its share ahead of it.
     hold = lease(conf, CLAIM_PER_THREAD * 2, 2 * group / rate if rate else 0.0)
     finished = 0
-    answered = False
+    batch: dict[int, str] = {}
+    answered = False  # a call of the current batch
     in_flight: dict[Future[Call], Call] = {}
 
     def collect() -> None:
-        """Record the calls that have come back, once a call per thread has: a batch costs
-        the same few queries whatever its size."""
+        """Record the calls that have come back, once a group's worth has (or every call
+        made): a batch costs the same few queries and one commit whatever its size, and the
+        other group in flight keeps every thread busy meanwhile."""
         nonlocal finished, answered
         done, pending = wait(in_flight, timeout=0)
-        while len(done) < concurrency and pending:
+        while len(done) < group and pending:
             more, pending = wait(pending, return_when=FIRST_COMPLETED)
             done |= more
         calls = []
@@ -575,7 +577,7 @@ def send_due(
                 result.lost.add(item.award.pk)
             elif item not in unstored:
                 result.statuses[item.award.pk] = str(item.award.status)
-                answered = True
+                answered = answered or item.award.pk in batch
         finished += len(calls)
         if progress is not None:
             progress(finished)
@@ -590,7 +592,12 @@ def send_due(
                     .values_list("pk", "status")[:CHUNK]
                 )
                 if not batch:
-                    break
+                    if not in_flight:
+                        break
+                    # The last calls' answers may make retries due within the run.
+                    while in_flight:
+                        collect()
+                    continue
                 prebuild(list(batch))
                 answered = False
                 for ids in chunks(batch, group):
@@ -600,11 +607,14 @@ def send_due(
                         in_flight[pool.submit(call, item, post_for(mine), mine)] = item
                     while len(in_flight) > group:
                         collect()
-                while in_flight:
-                    collect()
-                # A batch in which no call was answered would be the same batch again.
+                # The next batch is read while the last group's calls go on, so the threads
+                # never wait for it; the awards in flight are being sent, so not due.
                 if not answered:
-                    break
+                    while in_flight:
+                        collect()
+                    # A batch in which no call was answered would be the same batch again.
+                    if not answered:
+                        break
         except BaseException:
             # Interrupted: calls not started are cancelled and their claims given back; the
             # answers of calls made are recorded.

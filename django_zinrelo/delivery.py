@@ -573,7 +573,7 @@ def insert_attempts(attempts: Sequence[AwardAttempt]) -> None:
     meta = AwardAttempt._meta
     fields = [field for field in meta.concrete_fields if not field.primary_key]
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(field.column) for field in fields)
+    columns = ", ".join(quote(str(field.column)) for field in fields)
     # Names come from the model's own metadata, quoted; the values travel as COPY data.
     sql = f"COPY {quote(meta.db_table)} ({columns}) FROM STDIN"
     with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:

@@ -396,8 +396,12 @@ def update_from_values(
     params: Sequence[Any],
 ) -> int:
     """``update_each`` on PostgreSQL: the rows it changes locked in key order, then one
-    ``UPDATE`` joining them to a ``VALUES`` list, each value cast to its column's type (a list
-    of parameters alone has none, and a column that is NULL in every row would be text)."""
+    ``UPDATE`` joining them to the new values, passed as one array per column.
+
+    One parameter per column keeps the statement the same whatever the number of rows: psycopg
+    binds parameters on the client, and splitting a statement of thousands of placeholders into
+    its parts, on every batch, cost more than running it.
+    """
     meta = model._meta
     quote = connection.ops.quote_name
     table = quote(meta.db_table)
@@ -405,28 +409,26 @@ def update_from_values(
     column = {name: quote(str(field.column)) for name, field in fields_of.items()}
     qualified = {name: f"{table}.{name_}" for name, name_ in column.items()}
     names = [*fields, *keys]
-    casts = ", ".join(f"%s::{fields_of[name].cast_db_type(connection)}" for name in names)
-    plain = ", ".join(["%s"] * len(names))
-    rows = ", ".join([f"({casts})", *[f"({plain})"] * (len(values) - 1)])
+    arrays = ", ".join(f"%s::{fields_of[name].cast_db_type(connection)}[]" for name in names)
     # A column may be both set and matched (a claim given up where it still holds): the
     # values are named by position.
     aliases = ", ".join(f"v{n}" for n in range(len(names)))
+    given = f"unnest({arrays}) AS v ({aliases})"
     assignments = ", ".join(f"{column[name]} = v.v{n}" for n, name in enumerate(fields))
     matches = " AND ".join(
         f"{qualified[name]} = v.v{n}" for n, name in enumerate(keys, start=len(fields))
     )
     narrowing = condition.format(**qualified) if condition else ""
-    table_rows = f"(VALUES {rows}) AS v ({aliases})"
-    flat = [value for row in values for value in row]
+    columns = [list(column_values) for column_values in zip(*values, strict=True)]
     # Names come from the model's own metadata, quoted; every value is a parameter. The lock
     # takes only the rows the update will change, as the update itself would: a claim skips
     # the rows another transaction holds, so holding more would take them from it.
     lock = (
-        f"SELECT 1 FROM {table} JOIN {table_rows} ON {matches} {narrowing} "  # noqa: S608
+        f"SELECT 1 FROM {table} JOIN {given} ON {matches} {narrowing} "  # noqa: S608
         f"ORDER BY {qualified[keys[0]]} FOR NO KEY UPDATE OF {table}"
     )
-    sql = f"UPDATE {table} SET {assignments} FROM {table_rows} WHERE {matches} {narrowing}"  # noqa: S608
+    sql = f"UPDATE {table} SET {assignments} FROM {given} WHERE {matches} {narrowing}"  # noqa: S608
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(lock, [*flat, *params])
-        cursor.execute(sql, [*flat, *params])
+        cursor.execute(lock, [*columns, *params])
+        cursor.execute(sql, [*columns, *params])
         return int(cursor.rowcount)

@@ -324,39 +324,37 @@ def build_chunk(rows: list[tuple[int, str, str, str]]) -> dict[int, Built | Inva
     return built
 
 
-def prebuild(award_pks: list[int]) -> None:
-    """Store the payloads of a chunk of awards in a few queries, before they are sent.
+def build_claimed(claimed: list[Award]) -> None:
+    """Build and store the payloads of claimed awards that have none, in a few queries.
 
     ``delivery`` builds a payload only when an award has none, one order at a time; building
-    them here for the whole chunk saves it two or more queries per award. Only awards still
-    waiting and without a payload are written, so a payload another worker already built, or
-    sent, is never replaced. Invalid orders are left for delivery, which records why.
+    them here for a claimed group saves it two or more queries per award, and only the process
+    holding the claim builds them (racing runs would each build every award due). Written only
+    where the claim still holds, so a payload is never replaced once sent. Invalid orders are
+    left for delivery, which records why.
     """
-    rows = list(
-        Award.objects.filter(pk__in=award_pks, payload__isnull=True).values_list(
-            "pk", "order_model", "order_pk", "activity_id"
-        )
-    )
-    built = [
-        (pk, payload) for pk, payload in build_chunk(rows).items() if isinstance(payload, tuple)
+    missing = {award.pk: award for award in claimed if award.payload is None}
+    rows = [
+        (pk, award.order_model, award.order_pk, award.activity_id) for pk, award in missing.items()
     ]
+    built = []
+    for pk, outcome in build_chunk(rows).items():
+        if isinstance(outcome, tuple):
+            award = missing[pk]
+            award.store, award.payload = outcome
+            award.member_id = award.payload["member_id"]
+            award.order_id = award.payload["transaction_attributes"]["order_id"]
+            built.append(award)
     if built:
-        store_payloads(built)
-
-
-def store_payloads(built: list[tuple[int, Built]]) -> None:
-    """The fields delivery stores when it builds a payload itself, for a chunk in one statement."""
-    update_each(
-        Award,
-        ("payload", "member_id", "order_id", "store"),
-        ("id",),
-        (
-            (body, body["member_id"], body["transaction_attributes"]["order_id"], store, pk)
-            for pk, (store, body) in built
-        ),
-        "AND {payload} IS NULL AND {status} IN (%s, %s)",
-        (Status.PENDING, Status.RETRYING),
-    )
+        update_each(
+            Award,
+            ("payload", "member_id", "order_id", "store"),
+            ("id", "claim"),
+            (
+                (award.payload, award.member_id, award.order_id, award.store, award.pk, award.claim)
+                for award in built
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -598,11 +596,11 @@ def send_due(
                     while in_flight:
                         collect()
                     continue
-                prebuild(list(batch))
                 answered = False
                 for ids in chunks(batch, group):
                     claimed = claim(ids, hold)
                     result.lost.update(set(ids) - {award.pk for award in claimed})
+                    build_claimed(claimed)
                     for item, mine in prepared(claimed, batch, conf):
                         in_flight[pool.submit(call, item, post_for(mine), mine)] = item
                     while len(in_flight) > group:

@@ -203,25 +203,13 @@ def record_missing(selection: Selection = EVERYTHING) -> int:
     label = order_model()._meta.label_lower
     recorded = 0
     for page in pages(missing_orders(selection).values_list("pk", flat=True)):
-        # Built now, from the orders as they are (what delivery would do moments later): the
-        # award is written once with its payload instead of written, then updated with it.
-        rows = [(n, label, str(pk), conf.activity_id) for n, pk in enumerate(page)]
-        built = build_chunk(rows)
-        awards = [award_with(row, built.get(row[0])) for row in rows]
+        # Without payloads: the run that sends them builds them a claimed group at a time,
+        # while the calls of the group before are made (``build_claimed``).
+        awards = [
+            Award(order_model=label, order_pk=str(pk), activity_id=conf.activity_id) for pk in page
+        ]
         recorded += len(Award.objects.bulk_create(awards, ignore_conflicts=True))
     return recorded
-
-
-def award_with(row: tuple[int, str, str, str], built: Built | InvalidOrder | None) -> Award:
-    """A new award for a missing order, with its payload when one could be built; otherwise
-    delivery builds it and records why it cannot."""
-    _, label, order_pk, activity_id = row
-    award = Award(order_model=label, order_pk=order_pk, activity_id=activity_id)
-    if isinstance(built, tuple):
-        award.store, award.payload = built
-        award.member_id = award.payload["member_id"]
-        award.order_id = award.payload["transaction_attributes"]["order_id"]
-    return award
 
 
 def reset(awards: QuerySet[Award]) -> int:

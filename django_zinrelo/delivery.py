@@ -44,6 +44,7 @@ from django_zinrelo.models import (
     Outbox,
     Status,
     Trigger,
+    on_psycopg3,
     update_each,
 )
 from django_zinrelo.payloads import MAX_ORDER_ID, InvalidOrder, build_for_store, shop_code, text
@@ -567,7 +568,7 @@ def insert_attempts(attempts: Sequence[AwardAttempt]) -> None:
     The ORM's ``INSERT`` has each value quoted into the statement by Python code (Django binds
     parameters on the client), which made it the largest part of recording a batch of answers.
     """
-    if connection.vendor != "postgresql":
+    if not on_psycopg3():
         AwardAttempt.objects.bulk_create(attempts)
         return
     meta = AwardAttempt._meta

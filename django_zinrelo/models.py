@@ -373,7 +373,7 @@ def update_each(
     )
     if not values:
         return 0
-    if connection.vendor == "postgresql":
+    if on_psycopg3():
         return update_from_values(model, fields, keys, values, condition, params)
     quote = connection.ops.quote_name
     column = {field.name: quote(str(field.column)) for field in meta.concrete_fields}
@@ -387,6 +387,16 @@ def update_each(
         return int(cursor.rowcount)
 
 
+def on_psycopg3() -> bool:
+    """Whether the database is PostgreSQL through psycopg 3, whose ``COPY`` and array
+    parameters the bulk writes use (through psycopg2 they take the portable way)."""
+    if connection.vendor != "postgresql":
+        return False
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    return bool(is_psycopg3)
+
+
 def update_from_values(
     model: type[models.Model],
     fields: Sequence[str],
@@ -398,9 +408,9 @@ def update_from_values(
     """``update_each`` on PostgreSQL: the rows it changes locked in key order, then one
     ``UPDATE`` joining them to the new values, passed as one array per column.
 
-    One parameter per column keeps the statement the same whatever the number of rows: psycopg
-    binds parameters on the client, and splitting a statement of thousands of placeholders into
-    its parts, on every batch, cost more than running it.
+    One parameter per column keeps the statement the same whatever the number of rows:
+    splitting a statement of thousands of placeholders into its parts, on every batch, cost
+    more than running it.
     """
     meta = model._meta
     quote = connection.ops.quote_name

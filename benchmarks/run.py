@@ -68,7 +68,7 @@ class Sizes:
 
 
 FULL = Sizes(seed=200, ceiling=3000, bulk=5000, memory=(10_000, 100_000), saves=2000, rounds=3)
-QUICK = Sizes(seed=20, ceiling=200, bulk=200, memory=(1000, 3000), saves=200, rounds=1)
+QUICK = Sizes(seed=20, ceiling=200, bulk=200, memory=(2000, 6000), saves=200, rounds=1)
 
 
 # Setting up

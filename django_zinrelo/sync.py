@@ -3,10 +3,10 @@
 Shared by ``zinrelo_sync`` and the admin's re-sync, so both select and send awards the same way.
 Safe to run from cron on several hosts at once: each award is claimed before it is sent (see
 ``delivery``). Everything streams in chunks of ``CHUNK`` (orders by primary key, awards by due
-time), so memory stays flat however many orders a back-fill covers; a chunk's orders are read in
-a few queries (``OrderAdapter.prefetch``); awards are claimed a group at a time and their answers
-recorded a batch at a time, so the queries per award stay below one, however many lines its order
-has.
+time), so memory stays flat however many orders a back-fill covers; awards are claimed a group at
+a time, the group's orders read in a few queries (``OrderAdapter.prefetch``) and their payloads
+built and stored together, and their answers recorded a batch at a time, so the queries per award
+stay below one, however many lines its order has.
 """
 
 from __future__ import annotations
@@ -500,8 +500,9 @@ def send_due(
     """Send every award of ``awards`` that is due, until none is left due.
 
     Awards are claimed a few per thread at a time, just ahead of their calls, so a claim's lease
-    covers the wait for a thread (and for ``rate``); the threads only make the HTTP calls, and
-    this thread records the answers in batches of whatever has come back meanwhile. Awards whose
+    covers the wait for a thread (and for ``rate``), and the payloads a group lacks are built
+    once it is claimed; the threads only make the HTTP calls, and this thread records the
+    answers in batches of whatever has come back meanwhile. Awards whose
     retry falls due while the run goes on are sent again in the same run, so with a short backoff
     one run settles everything it can. ``progress`` is called with the calls finished so far.
     """

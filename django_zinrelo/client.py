@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -248,6 +249,12 @@ class ZinreloClient:
         pooled = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0)
         self.session.mount("https://", pooled)
         self.session.mount("http://", pooled)
+        # The environment's proxies and CA bundle, read once per host (``_environment``)
+        # rather than on every call: requests reads the whole environment and looks for a
+        # ~/.netrc each time, a fifth of a bulk sync's HTTP work. Credentials from a .netrc
+        # are never wanted here: the key travels in its own header.
+        self.session.trust_env = False
+        self._environments: dict[str, dict[str, Any]] = {}
 
     def __repr__(self) -> str:
         return f"<ZinreloClient partner_id={self.partner_id!r}>"
@@ -281,12 +288,15 @@ class ZinreloClient:
                 "(copy it again from Zinrelo's admin console).",
             )
         try:
+            environment = self._environment(url)
             response = self.session.request(
                 method,
                 url,
                 data=None if body is None else body.encode("utf-8"),
                 timeout=self.timeout,
                 allow_redirects=False,
+                proxies=environment["proxies"],
+                verify=environment["verify"],
             )
             content = response.content
         except requests.Timeout as error:
@@ -323,6 +333,16 @@ class ZinreloClient:
             response.headers.get("Retry-After"),
         )
         return replace(reply, duration_ms=self._elapsed(started))
+
+    def _environment(self, url: str) -> dict[str, Any]:
+        """What requests takes from the environment for ``url`` (proxies, ``no_proxy``,
+        ``REQUESTS_CA_BUNDLE``), as a session trusting it would, kept for its scheme and host."""
+        origin = "://".join(urlsplit(url)[:2])
+        if origin not in self._environments:
+            with requests.Session() as trusting:
+                found = trusting.merge_environment_settings(url, {}, None, None, None)
+                self._environments[origin] = dict(found)
+        return self._environments[origin]
 
     def _timeout_reason(self, error: requests.Timeout) -> str:
         connect, read = self.timeout

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from django.db import connection, models
+from django.db import connection, models, transaction
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.backends.ddl_references import Statement
 from django.db.models import Exists, OuterRef, Q, QuerySet
@@ -344,22 +344,38 @@ def update_each(
     condition: str = "",
     params: Sequence[Any] = (),
 ) -> int:
-    """One parameterised ``UPDATE`` of ``model`` run for many rows (``executemany``); returns the
-    rows changed, or -1 where the driver cannot tell.
+    """One parameterised ``UPDATE`` of ``model`` for many rows, each with its own values;
+    returns the rows changed, or -1 where the driver cannot tell.
 
     Each row holds the values of ``fields`` then of ``keys``, which must all match; a
     ``condition`` (SQL naming columns as ``{field}``) and its ``params`` narrow every row alike.
     The ORM's ways, an ``update()`` per row or ``bulk_update``'s ``CASE`` of one branch per row,
     spend more time compiling than a chunk's calls to Zinrelo take.
 
-    Rows are written in the order of their first key (put the primary key first): on PostgreSQL
-    the statements run in one transaction, each locking its row, and every path that locks
-    several rows locks them in primary key order, so that no two can wait on each other.
+    On PostgreSQL it is one statement, ``UPDATE ... FROM (VALUES ...)``, after the rows are
+    locked in primary key order (put the primary key first among ``keys``): every path that locks
+    several rows locks them in that order, so that no two can wait on each other, and a join
+    locks in whatever order its plan reads. Elsewhere (SQLite, which locks the whole database)
+    it is the same ``UPDATE`` run once per row (``executemany``).
     """
     meta = model._meta
-    quote = connection.ops.quote_name
     names = [*fields, *keys]
     prepared = {name: meta.get_field(name) for name in names}
+    values = sorted(
+        (
+            [
+                prepared[name].get_db_prep_save(value, connection)  # type: ignore[union-attr]
+                for name, value in zip(names, row, strict=True)
+            ]
+            for row in rows
+        ),
+        key=lambda row: row[len(fields)],
+    )
+    if not values:
+        return 0
+    if on_psycopg3():
+        return update_from_values(model, fields, keys, values, condition, params)
+    quote = connection.ops.quote_name
     column = {field.name: quote(str(field.column)) for field in meta.concrete_fields}
     assignments = ", ".join(f"{column[name]} = %s" for name in fields)
     matches = " AND ".join(f"{column[name]} = %s" for name in keys)
@@ -367,17 +383,62 @@ def update_each(
     # Names come from the model's own metadata, quoted; every value is a parameter.
     sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {matches} {narrowing}"  # noqa: S608
     with connection.cursor() as cursor:
-        cursor.executemany(
-            sql,
-            [
-                [
-                    *(
-                        prepared[name].get_db_prep_save(value, connection)  # type: ignore[union-attr]
-                        for name, value in zip(names, row, strict=True)
-                    ),
-                    *params,
-                ]
-                for row in sorted(rows, key=lambda row: row[len(fields)])
-            ],
-        )
+        cursor.executemany(sql, [[*row, *params] for row in values])
+        return int(cursor.rowcount)
+
+
+def on_psycopg3() -> bool:
+    """Whether the database is PostgreSQL through psycopg 3, whose ``COPY`` and array
+    parameters the bulk writes use (through psycopg2 they take the portable way)."""
+    if connection.vendor != "postgresql":
+        return False
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    return bool(is_psycopg3)
+
+
+def update_from_values(
+    model: type[models.Model],
+    fields: Sequence[str],
+    keys: Sequence[str],
+    values: list[list[Any]],
+    condition: str,
+    params: Sequence[Any],
+) -> int:
+    """``update_each`` on PostgreSQL: the rows it changes locked in key order, then one
+    ``UPDATE`` joining them to the new values, passed as one array per column.
+
+    One parameter per column keeps the statement the same whatever the number of rows:
+    splitting a statement of thousands of placeholders into its parts, on every batch, cost
+    more than running it.
+    """
+    meta = model._meta
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    fields_of = {field.name: field for field in meta.concrete_fields}
+    column = {name: quote(str(field.column)) for name, field in fields_of.items()}
+    qualified = {name: f"{table}.{name_}" for name, name_ in column.items()}
+    names = [*fields, *keys]
+    arrays = ", ".join(f"%s::{fields_of[name].cast_db_type(connection)}[]" for name in names)
+    # A column may be both set and matched (a claim given up where it still holds): the
+    # values are named by position.
+    aliases = ", ".join(f"v{n}" for n in range(len(names)))
+    given = f"unnest({arrays}) AS v ({aliases})"
+    assignments = ", ".join(f"{column[name]} = v.v{n}" for n, name in enumerate(fields))
+    matches = " AND ".join(
+        f"{qualified[name]} = v.v{n}" for n, name in enumerate(keys, start=len(fields))
+    )
+    narrowing = condition.format(**qualified) if condition else ""
+    columns = [list(column_values) for column_values in zip(*values, strict=True)]
+    # Names come from the model's own metadata, quoted; every value is a parameter. The lock
+    # takes only the rows the update will change, as the update itself would: a claim skips
+    # the rows another transaction holds, so holding more would take them from it.
+    lock = (
+        f"SELECT 1 FROM {table} JOIN {given} ON {matches} {narrowing} "  # noqa: S608
+        f"ORDER BY {qualified[keys[0]]} FOR NO KEY UPDATE OF {table}"
+    )
+    sql = f"UPDATE {table} SET {assignments} FROM {given} WHERE {matches} {narrowing}"  # noqa: S608
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(lock, [*columns, *params])
+        cursor.execute(sql, [*columns, *params])
         return int(cursor.rowcount)

@@ -3,10 +3,10 @@
 Shared by ``zinrelo_sync`` and the admin's re-sync, so both select and send awards the same way.
 Safe to run from cron on several hosts at once: each award is claimed before it is sent (see
 ``delivery``). Everything streams in chunks of ``CHUNK`` (orders by primary key, awards by due
-time), so memory stays flat however many orders a back-fill covers; a chunk's orders are read in
-a few queries (``OrderAdapter.prefetch``); awards are claimed a group at a time and their answers
-recorded a batch at a time, so the queries per award stay below one, however many lines its order
-has.
+time), so memory stays flat however many orders a back-fill covers; awards are claimed a group at
+a time, the group's orders read in a few queries (``OrderAdapter.prefetch``) and their payloads
+built and stored together, and their answers recorded a batch at a time, so the queries per award
+stay below one, however many lines its order has.
 """
 
 from __future__ import annotations
@@ -203,6 +203,8 @@ def record_missing(selection: Selection = EVERYTHING) -> int:
     label = order_model()._meta.label_lower
     recorded = 0
     for page in pages(missing_orders(selection).values_list("pk", flat=True)):
+        # Without payloads: the run that sends them builds them a claimed group at a time,
+        # while the calls of the group before are made (``build_claimed``).
         awards = [
             Award(order_model=label, order_pk=str(pk), activity_id=conf.activity_id) for pk in page
         ]
@@ -271,9 +273,9 @@ Built = tuple[str, dict[str, Any]]  # an award's store and body
 
 
 def build_chunk(rows: list[tuple[int, str, str, str]]) -> dict[int, Built | InvalidOrder]:
-    """Stores and payloads for ``(award pk, order model, order pk, activity)`` rows, by award
-    pk; an order that cannot be sent as it is, or for which the shop's code raises, has its
-    reason instead.
+    """Stores and payloads for ``(key, order model, order pk, activity)`` rows (the key: an
+    award's pk, or any number telling the rows apart), by key; an order that cannot be sent as
+    it is, or for which the shop's code raises, has its reason instead.
 
     An order that no longer exists or whose model is gone is left out: delivery records why. So
     is one whose build fails in our own code: delivery tries it again and logs the failure.
@@ -295,56 +297,52 @@ def build_chunk(rows: list[tuple[int, str, str, str]]) -> dict[int, Built | Inva
             # One order its manager cannot read, or a prefetch() that fails, must not hold up
             # the others: each order is then read alone, as delivery does, without prefetch().
             logger.warning("Zinrelo: %s; reading %s orders one at a time", failed.reason, len(mine))
-        for award_pk, _, order_pk, activity_id in mine:
+        for key, _, order_pk, activity_id in mine:
             try:
                 if orders is None:
-                    award = Award(
-                        pk=award_pk, order_model=label, order_pk=order_pk, activity_id=activity_id
-                    )
+                    award = Award(order_model=label, order_pk=order_pk, activity_id=activity_id)
                     payload = build(award)  # sets award.store
-                    built[award_pk] = (award.store, payload)
+                    built[key] = (award.store, payload)
                 elif order_pk in orders:
-                    built[award_pk] = build_for_store(adapter, orders[order_pk], activity_id, conf)
+                    built[key] = build_for_store(adapter, orders[order_pk], activity_id, conf)
             except InvalidOrder as invalid:
-                built[award_pk] = invalid
+                built[key] = invalid
             except Exception:
-                logger.exception("Building the payload of Zinrelo award %s failed", award_pk)
+                logger.exception("Building the Zinrelo payload of order %s failed", order_pk)
     return built
 
 
-def prebuild(award_pks: list[int]) -> None:
-    """Store the payloads of a chunk of awards in a few queries, before they are sent.
+def build_claimed(claimed: list[Award]) -> None:
+    """Build and store the payloads of claimed awards that have none, in a few queries.
 
     ``delivery`` builds a payload only when an award has none, one order at a time; building
-    them here for the whole chunk saves it two or more queries per award. Only awards still
-    waiting and without a payload are written, so a payload another worker already built, or
-    sent, is never replaced. Invalid orders are left for delivery, which records why.
+    them here for a claimed group saves it two or more queries per award, and only the process
+    holding the claim builds them (racing runs would each build every award due). Written only
+    where the claim still holds, so a payload is never replaced once sent. Invalid orders are
+    left for delivery, which records why.
     """
-    rows = list(
-        Award.objects.filter(pk__in=award_pks, payload__isnull=True).values_list(
-            "pk", "order_model", "order_pk", "activity_id"
-        )
-    )
-    built = [
-        (pk, payload) for pk, payload in build_chunk(rows).items() if isinstance(payload, tuple)
+    missing = {award.pk: award for award in claimed if award.payload is None}
+    rows = [
+        (pk, award.order_model, award.order_pk, award.activity_id) for pk, award in missing.items()
     ]
+    built = []
+    for pk, outcome in build_chunk(rows).items():
+        if isinstance(outcome, tuple):
+            award = missing[pk]
+            award.store, award.payload = outcome
+            award.member_id = award.payload["member_id"]
+            award.order_id = award.payload["transaction_attributes"]["order_id"]
+            built.append(award)
     if built:
-        store_payloads(built)
-
-
-def store_payloads(built: list[tuple[int, Built]]) -> None:
-    """The fields delivery stores when it builds a payload itself, for a chunk in one statement."""
-    update_each(
-        Award,
-        ("payload", "member_id", "order_id", "store"),
-        ("id",),
-        (
-            (body, body["member_id"], body["transaction_attributes"]["order_id"], store, pk)
-            for pk, (store, body) in built
-        ),
-        "AND {payload} IS NULL AND {status} IN (%s, %s)",
-        (Status.PENDING, Status.RETRYING),
-    )
+        update_each(
+            Award,
+            ("payload", "member_id", "order_id", "store"),
+            ("id", "claim"),
+            (
+                (award.payload, award.member_id, award.order_id, award.store, award.pk, award.claim)
+                for award in built
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -503,8 +501,9 @@ def send_due(
     """Send every award of ``awards`` that is due, until none is left due.
 
     Awards are claimed a few per thread at a time, just ahead of their calls, so a claim's lease
-    covers the wait for a thread (and for ``rate``); the threads only make the HTTP calls, and
-    this thread records the answers in batches of whatever has come back meanwhile. Awards whose
+    covers the wait for a thread (and for ``rate``), and the payloads a group lacks are built
+    once it is claimed; the threads only make the HTTP calls, and this thread records the
+    answers in batches of whatever has come back meanwhile. Awards whose
     retry falls due while the run goes on are sent again in the same run, so with a short backoff
     one run settles everything it can. ``progress`` is called with the calls finished so far;
     ``trigger`` names what the attempts were made for (else a retry or the sync command).
@@ -533,12 +532,14 @@ def send_due(
     # Up to two groups are in flight, so a thread may have twice its share ahead of it.
     hold = lease(conf, CLAIM_PER_THREAD * 2, 2 * group / rate if rate else 0.0)
     finished = 0
-    answered = False
+    batch: dict[int, str] = {}
+    answered = False  # a call of the current batch
     in_flight: dict[Future[Call], Call] = {}
 
     def collect() -> None:
         """Record the calls that have come back, once a call per thread has: a batch costs
-        the same few queries whatever its size."""
+        the same few queries whatever its size. (Waiting for a whole group's worth, to commit
+        less often, measured slower: the threads ran out of calls while it was recorded.)"""
         nonlocal finished, answered
         done, pending = wait(in_flight, timeout=0)
         while len(done) < concurrency and pending:
@@ -565,7 +566,7 @@ def send_due(
                 result.lost.add(item.award.pk)
             elif item not in unstored:
                 result.statuses[item.award.pk] = str(item.award.status)
-                answered = True
+                answered = answered or item.award.pk in batch
         finished += len(calls)
         if progress is not None:
             progress(finished)
@@ -580,21 +581,29 @@ def send_due(
                     .values_list("pk", "status")[:CHUNK]
                 )
                 if not batch:
-                    break
-                prebuild(list(batch))
+                    if not in_flight:
+                        break
+                    # The last calls' answers may make retries due within the run.
+                    while in_flight:
+                        collect()
+                    continue
                 answered = False
                 for ids in chunks(batch, group):
                     claimed = claim(ids, hold)
                     result.lost.update(set(ids) - {award.pk for award in claimed})
+                    build_claimed(claimed)
                     for item, mine in prepared(claimed, batch, conf, trigger):
                         in_flight[pool.submit(call, item, post_for(mine), mine)] = item
                     while len(in_flight) > group:
                         collect()
-                while in_flight:
-                    collect()
-                # A batch in which no call was answered would be the same batch again.
+                # The next batch is read while the last group's calls go on, so the threads
+                # never wait for it; the awards in flight are being sent, so not due.
                 if not answered:
-                    break
+                    while in_flight:
+                        collect()
+                    # A batch in which no call was answered would be the same batch again.
+                    if not answered:
+                        break
         except BaseException:
             # Interrupted: calls not started are cancelled and their claims given back; the
             # answers of calls made are recorded.

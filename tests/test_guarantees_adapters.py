@@ -189,7 +189,8 @@ def test_an_order_its_model_cannot_load_ends_invalid_and_the_rest_of_its_chunk_i
         f"Reading order {poisoned_pk} through shop.Order's manager raised ValueError: "
         "invalid literal for Decimal: 'n/a'"
     )
-    assert "reading 11 orders one at a time" in caplog.text
+    # The chunk is the group of awards claimed together (four per sending thread).
+    assert "reading 4 orders one at a time" in caplog.text
 
 
 def test_a_failing_prefetch_slows_a_run_down_but_sends_everything(caplog):
@@ -199,9 +200,10 @@ def test_a_failing_prefetch_slows_a_run_down_but_sends_everything(caplog):
             sync()
         assert statuses() == {Status.AWARDED: 11}
         assert len(award_calls(sandbox)) == 11
+    # Said for each group of awards claimed together (four per sending thread): 4, 4 and 3.
     assert (
         "Reading shop.Order orders with the adapter's prefetch() raised LookupError: "
-        "no such relation: 'lines__vouchers'; reading 11 orders one at a time"
+        "no such relation: 'lines__vouchers'; reading 4 orders one at a time"
     ) in caplog.text
 
 

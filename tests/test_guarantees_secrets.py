@@ -30,6 +30,7 @@ from django.views.debug import ExceptionReporter
 
 from django_zinrelo import admin as zinrelo_admin
 from django_zinrelo import client as client_module
+from django_zinrelo import delivery
 from django_zinrelo.models import Award, AwardAttempt, Status
 from django_zinrelo.sandbox import DEFAULT_REFUSALS
 from tests.sandboxed import award_calls, new_order, pointed_at, serving, sync
@@ -142,7 +143,7 @@ def go_wrong(monkeypatch, admin_client, django_capture_on_commit_callbacks) -> R
                 patched.setattr(urllib3.connection.HTTPConnection, "request", transport_bug)
                 saved("TRANSPORT")
             with monkeypatch.context() as patched:
-                patched.setattr(AwardAttempt.objects, "bulk_create", db_failure)
+                patched.setattr(delivery, "insert_attempts", db_failure)
                 saved("RECORD")
             with monkeypatch.context() as patched:
                 client_module.get_client.cache_clear()

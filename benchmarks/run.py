@@ -53,8 +53,8 @@ CONCURRENCIES = (16, 32)
 LINES = 3
 # Issue 11: the bulk sync at 80 % of the raw ceiling and 12 times the seed-style script, faster
 # at --concurrency 32 than at 16; a back-fill's peak memory the same at 100,000 orders as at
-# 10,000 (within MEMORY_SLACK); the save's own target is checkout.py's.
-TARGETS = {"seed": 12.0, "ceiling": 0.80, "memory_slack": 1.10, "save_us": 100.0}
+# 10,000 (within MEMORY_SLACK). The checkout's targets are checkout.py's.
+TARGETS = {"seed": 12.0, "ceiling": 0.80, "memory_slack": 1.10}
 
 
 @dataclass(frozen=True)
@@ -63,12 +63,11 @@ class Sizes:
     ceiling: int
     bulk: int
     memory: tuple[int, int]
-    saves: int
     rounds: int
 
 
-FULL = Sizes(seed=200, ceiling=3000, bulk=5000, memory=(10_000, 100_000), saves=2000, rounds=3)
-QUICK = Sizes(seed=20, ceiling=200, bulk=200, memory=(2000, 6000), saves=200, rounds=1)
+FULL = Sizes(seed=200, ceiling=3000, bulk=5000, memory=(10_000, 100_000), rounds=3)
+QUICK = Sizes(seed=20, ceiling=200, bulk=200, memory=(2000, 6000), rounds=1)
 
 
 # Setting up
@@ -342,48 +341,6 @@ def quiet() -> dict[str, io.StringIO]:
     return {"stdout": io.StringIO(), "stderr": io.StringIO()}
 
 
-def save_cost(count: int, standin: StandIn) -> tuple[float, float, int]:
-    """Microseconds per qualifying ``order.save()`` inside a transaction, with and without the app.
-
-    The same orders, in alternating rounds; each round rolls back, so nothing is ever committed
-    and the app never gets to send: any call Zinrelo receives meanwhile was made inside the save.
-    (benchmarks/checkout.py measures committed saves.)
-    """
-    from django.db import transaction
-    from django.db.models.signals import post_save
-
-    from django_zinrelo.receivers import order_saved
-    from tests.shop.models import Order
-
-    make_orders("save-", count, status="new", lines=1)
-    orders = list(Order.objects.filter(number__startswith="save-"))
-    uid = "django_zinrelo.order_saved"
-    calls_before = standin.requests
-    timings: dict[bool, list[float]] = {True: [], False: []}
-    for _ in range(5):
-        for with_app in (False, True):
-            if with_app:
-                post_save.connect(order_saved, sender=Order, dispatch_uid=uid)
-            else:
-                post_save.disconnect(sender=Order, dispatch_uid=uid)
-            with transaction.atomic():
-                spent = 0
-                for order in orders:
-                    order.status = "paid"
-                    started = time.perf_counter_ns()
-                    order.save()
-                    spent += time.perf_counter_ns() - started
-                    order.status = "new"
-                transaction.set_rollback(True)
-            timings[with_app].append(spent / len(orders) / 1000)
-    post_save.connect(order_saved, sender=Order, dispatch_uid=uid)
-    return (
-        statistics.median(timings[True]),
-        statistics.median(timings[False]),
-        standin.requests - calls_before,
-    )
-
-
 def after_commit_only(standin: StandIn) -> tuple[int, int]:
     """One committed qualifying save: Zinrelo's calls when the save returns, and once delivered."""
     from django.db import transaction
@@ -653,20 +610,23 @@ def main() -> None:
             memory(test_db, standin.url, sizes, print, judge=not args.quick)
             print()
 
-            # The checkout's lines: the cost of a qualifying save and the calls made inside it
-            # (benchmarks/checkout.py takes this place once merged).
-            with_app, without, inside = save_cost(sizes.saves, standin)
-            added = with_app - without
-            print(
-                f"qualifying order.save() in a rolled-back transaction: {without:.0f} µs without "
-                f"the app, {with_app:.0f} µs with it: +{added:.0f} µs ({with_app / without:.2f}x) "
-                f"[{verdict(added < TARGETS['save_us'], 'target < 100 µs')}], "
-                f"load {os.getloadavg()[0]:.1f}"
+            # The checkout's lines (benchmarks/checkout.py): each save committed.
+            import checkout
+
+            costs = checkout.QUICK if args.quick else checkout.FULL
+            checkout.settings_delivery("immediate")
+            checkout.report_save(
+                checkout.save_cost(costs),
+                checkout.statements_of_qualifying_saves(costs.saves),
+                checkout.statements_of_loaded_saves(costs.saves),
+                partial=False,
             )
+            checkout.report_burst(checkout.burst(costs), costs.burst)
+            checkout.settings_delivery("thread")
             during, after = after_commit_only(standin)
             print(
-                f"  HTTP calls inside the saves and transactions: {inside + during}; "
-                f"after commit (delivery thread): {after}"
+                f"HTTP calls inside a committed qualifying save's transaction: {during} "
+                f"[{verdict(during == 0, 'target 0')}]; after commit (delivery thread): {after}"
             )
 
             if args.quick:  # a small log, so that the admin's part cannot rot either

@@ -92,3 +92,44 @@ def test_a_forked_process_has_a_drainer_of_its_own():
     os.waitpid(pid, 0)
     assert os.read(read, 1) == b"1"
     assert dispatch.drainer() is parent
+
+
+def test_while_checkouts_keep_committing_delivery_goes_in_slices_and_rests(monkeypatch):
+    """During a burst the batch runs a slice at a time and the thread rests after each as long
+    as it took (the checkouts get the interpreter back); once they stop, the rest goes whole."""
+    monkeypatch.setattr(dispatch, "SLICE", 3)
+    monkeypatch.setattr(dispatch, "BUSY", 0.5)
+    batches = Batches()
+    rests = []
+    real_sleep = dispatch.time.sleep
+    monkeypatch.setattr(dispatch.time, "sleep", lambda seconds: rests.append(seconds))
+    with thread_backend():
+        dispatch.submit(one, "first", batch=batches)
+        assert batches.started.wait(5)
+        for n in range(10):  # ten commits while the first batch runs: a burst
+            dispatch.submit(one, n, batch=batches)
+        batches.release.set()
+        drainer = dispatch.drainer()
+        for _ in range(200):
+            if not drainer.busy:
+                break
+            real_sleep(0.02)
+    sizes = [len(batch) for batch in batches.seen]
+    assert sum(sizes) == 11
+    assert sizes[0] == 1
+    assert sizes[1] == 3, "the burst's work goes a slice at a time"
+    assert len(rests) > len(batches.seen), "the thread rests between slices, not only to gather"
+
+
+def test_when_checkouts_are_quiet_the_waiting_work_goes_as_one_batch(monkeypatch):
+    monkeypatch.setattr(dispatch, "SLICE", 3)
+    monkeypatch.setattr(dispatch, "BUSY", 0.0)
+    batches = Batches()
+    with thread_backend():
+        dispatch.submit(one, "a", batch=batches)
+        assert batches.started.wait(5)
+        for n in range(5):
+            dispatch.submit(one, n, batch=batches)
+        batches.release.set()
+        assert batches.done.wait(5)
+    assert [len(batch) for batch in batches.seen] == [1, 5]

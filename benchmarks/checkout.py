@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import configure, database, make_orders, quiet, versions
+from run import configure, database, make_orders, quiet, verdict, versions
 from standin import StandIn
 
 LATENCY = 0.020
@@ -66,10 +66,6 @@ class Figure:
 
 def load() -> str:
     return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
-
-
-def verdict(ok: bool, missed: str) -> str:
-    return "ok" if ok else f"MISSED: {missed}"
 
 
 # Switching the app's parts

@@ -3,6 +3,7 @@ failure or the switch stops nothing but itself."""
 
 import os
 import threading
+import time
 
 import pytest
 from django.test import override_settings
@@ -101,8 +102,8 @@ def test_while_checkouts_keep_committing_delivery_goes_in_slices_and_rests(monke
     monkeypatch.setattr(dispatch, "BUSY", 0.5)
     batches = Batches()
     rests = []
-    real_sleep = dispatch.time.sleep
-    monkeypatch.setattr(dispatch.time, "sleep", lambda seconds: rests.append(seconds))
+    real_sleep = time.sleep
+    monkeypatch.setattr(time, "sleep", lambda seconds: rests.append(seconds))
     with thread_backend():
         dispatch.submit(one, "first", batch=batches)
         assert batches.started.wait(5)

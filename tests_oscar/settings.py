@@ -1,6 +1,6 @@
 """A django-oscar 4.2 shop with django-zinrelo: SQLite, or the server in DATABASE_URL.
 
-The ``ZINRELO`` lines and the app's place in ``INSTALLED_APPS`` are the
+The ``ZINRELO`` lines (but ``TEST_ONLY``) and the app's place in ``INSTALLED_APPS`` are the
 snippet of docs/oscar.md (tests_oscar/test_docs.py checks they match).
 """
 
@@ -110,13 +110,19 @@ OSCAR_ORDER_STATUS_PIPELINE = {
     "Cancelled": (),
 }
 
-ZINRELO = {
+# What a test run adds to the snippet: throwaway keys, a host that is never reached (the tests
+# answer through `responses` or the sandbox) and delivery inside the committing request.
+TEST_ONLY = {
     "PARTNER_ID": "test-partner",
     "API_KEY": "test-api-key",
     "API_URL": "https://api.zinrelo.test/v2/loyalty/",
+    "DELIVERY": "immediate",
+}
+
+ZINRELO = {
+    **TEST_ONLY,
     "ORDER_MODEL": "order.Order",
     "ORDER_ADAPTER": "django_zinrelo.contrib.oscar.adapter.OscarOrderAdapter",
-    "DELIVERY": "immediate",
     "OSCAR": {
         "QUALIFYING_STATUSES": None,
         "CANCELLED_STATUSES": ["Cancelled"],

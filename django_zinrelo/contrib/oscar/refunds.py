@@ -49,21 +49,27 @@ def oscar_adapter() -> OscarOrderAdapter:
 def goods_amount(event: Any, using: str) -> Decimal | None:
     """The goods' share of the event's money; None when it completes a full refund."""
     order = event.order
-    earlier = (
-        type(event)
-        ._default_manager.using(using)
-        .filter(
-            order=order,
-            event_type__code__in=list(get_oscar_settings().refund_event_types),
-            pk__lt=event.pk,
-        )
-        .aggregate(total=Sum("amount"))["total"]
-    ) or Decimal(0)
+    earlier = refunded_before(event, "amount", using, "event_type", order=order) or Decimal(0)
     total = order.total_incl_tax
     if not total or earlier + event.amount >= total:
         return None
     share: Decimal = event.amount * get_adapter().order_subtotal(order) / total
     return share.quantize(CENT, rounding=ROUND_DOWN)
+
+
+def refunded_before(row: Any, field: str, using: str, event_type: str, **same: Any) -> Any:
+    """The sum of ``field`` over the refund rows of ``row``'s kind saved before it (``same``
+    picks the order's or the line's); None when there are none."""
+    return (
+        type(row)
+        ._default_manager.using(using)
+        .filter(
+            **same,
+            **{f"{event_type}__code__in": list(get_oscar_settings().refund_event_types)},
+            pk__lt=row.pk,
+        )
+        .aggregate(total=Sum(field))["total"]
+    )
 
 
 def payment_event_saved(
@@ -89,19 +95,7 @@ def refunded_lines(quantity: Any, using: str) -> list[RefundLine]:
     ids_and_parts = next(
         (parts for each, parts in oscar_adapter().line_parts(line.order) if each.pk == line.pk), []
     )
-    earlier = (
-        (
-            type(quantity)
-            ._default_manager.using(using)
-            .filter(
-                line=line,
-                event__event_type__code__in=list(get_oscar_settings().refund_event_types),
-                pk__lt=quantity.pk,
-            )
-            .aggregate(total=Sum("quantity"))["total"]
-        )
-        or 0
-    )
+    earlier = refunded_before(quantity, "quantity", using, "event__event_type", line=line) or 0
     counts = spread([part for _, part in ids_and_parts], earlier, quantity.quantity)
     if ids_and_parts:  # units beyond the line's: left on its last part for the refund to refuse
         counts[-1] += quantity.quantity - sum(counts)

@@ -160,6 +160,7 @@ def pages() -> list[tuple[str, str]]:
     from django.utils import timezone
     from django.utils.http import urlencode
 
+    from django_zinrelo.admin import AwardAdmin
     from django_zinrelo.models import Award
 
     awards = reverse("admin:django_zinrelo_award_changelist")
@@ -175,6 +176,8 @@ def pages() -> list[tuple[str, str]]:
         return urlencode({"created_at__gte": str(start), "created_at__lt": str(end)})
 
     week, month = since(7), since(30)
+    # A column's number in ``?o=``, counted as the changelist does (the checkbox column first).
+    updated = ("action_checkbox", *AwardAdmin.list_display).index("updated")
     return [
         ("awards", awards),
         ("awards, status awarded", f"{awards}?status__exact=awarded"),
@@ -183,7 +186,7 @@ def pages() -> list[tuple[str, str]]:
         ("awards, sorted by member, descending", f"{awards}?o=-2"),
         ("awards, awarded, sorted by member", f"{awards}?status__exact=awarded&o=2"),
         ("awards, refused, sorted by order", f"{awards}?status__exact=refused&o=1"),
-        ("awards, sorted by updated", f"{awards}?o=-8"),
+        ("awards, sorted by updated", f"{awards}?o=-{updated}"),
         ("awards, error MEMBER_BLOCKED", f"{awards}?last_error_code=MEMBER_BLOCKED"),
         ("awards, HTTP 503", f"{awards}?last_status_code=503"),
         ("awards, created in the past 7 days", f"{awards}?{week}"),

@@ -452,3 +452,16 @@ def test_every_filter_and_sort_is_served_by_an_index():
         ]
         used = {*filters, *sorts, *orderings}
         assert used <= leading_columns(model), model
+
+
+def test_a_column_not_offered_for_sorting_is_not_sorted_on_even_when_asked(admin_client):
+    """Only the columns staff can click sort: a hand-made ``?o=`` on another one (the store, which
+    no index orders with the primary key) keeps the list's own order."""
+    url = reverse("admin:django_zinrelo_award_changelist")
+    store = ("action_checkbox", *AwardAdmin.list_display).index("store")
+    updated = ("action_checkbox", *AwardAdmin.list_display).index("updated")
+    asked = admin_client.get(f"{url}?o=-{store}").context["cl"]
+    default = admin_client.get(url).context["cl"]
+    assert asked.queryset.query.order_by == default.queryset.query.order_by
+    sorted_by_updated = admin_client.get(f"{url}?o=-{updated}").context["cl"]
+    assert "-updated_at" in sorted_by_updated.queryset.query.order_by

@@ -112,3 +112,40 @@ def test_refunded_units_spread_over_the_parts_as_they_were_bought(total, quantit
 def test_a_line_of_zero_units_is_refused_with_a_reason():
     with pytest.raises(ValueError, match="quantity 0"):
         split(Decimal("1.00"), 0)
+
+
+def test_an_order_with_no_customer_email_is_placed_and_its_award_says_why(
+    zinrelo_awards, django_user_model
+):
+    nobody = django_user_model.objects.create_user("nobody", "", "pw")
+    order = place([(product("INK", "8.00"), 1)], user=nobody)
+    zinrelo_awards.deliver()
+    assert zinrelo_awards.payloads == []
+    award = Award.objects.get(order_pk=str(order.pk))
+    assert award.status == Status.INVALID
+    assert "no customer identifier" in award.last_reason
+
+
+def test_a_fully_discounted_order_is_placed_and_its_award_says_why(zinrelo_awards, jane):
+    order = place([(product("GIFT", "20.00"), 2)], user=jane, vouchers=(voucher("FREE", "100"),))
+    zinrelo_awards.deliver()
+    assert order.basket_total_excl_tax == 0
+    assert zinrelo_awards.payloads == []
+    award = Award.objects.get(order_pk=str(order.pk))
+    assert award.status == Status.INVALID
+    assert "subtotal" in award.last_reason
+
+
+def test_a_large_basket_sends_a_subtotal_its_products_add_up_to(zinrelo_awards, jane):
+    """Oscar rounds each line's tax-exclusive price on its own: over hundreds of lines its
+    ``basket_total_excl_tax`` drifts from the lines' sum, and the subtotal follows the lines."""
+    lines = [(product(f"SKU{n}", f"{1 + n % 7}.{n % 100:02d}"), 1 + n % 3) for n in range(300)]
+    order = place(lines, user=jane, vouchers=(voucher("BULK7", "7"),))
+    zinrelo_awards.deliver()
+    [payload] = zinrelo_awards.payloads
+    attributes, products = sent(payload)
+    paid = sum(line.line_price_excl_tax for line in order.lines.all())
+    assert order.basket_total_excl_tax != paid  # the drift this test is about
+    assert sum(q * price for _, q, price in products) == paid
+    assert Decimal(attributes["order_subtotal"]) == paid
+    assert zinrelo_awards.order_points(order.number) == int(paid)

@@ -64,10 +64,11 @@ class OscarOrderAdapter(OrderAdapter):
         return order.total_incl_tax  # type: ignore[no-any-return]
 
     def order_subtotal(self, order: Any) -> Decimal:
-        """The basket after discounts: without shipping, surcharges and (by default) tax."""
-        if self.tax_inclusive:
-            return order.basket_total_incl_tax  # type: ignore[no-any-return]
-        return order.basket_total_excl_tax  # type: ignore[no-any-return]
+        """The basket after discounts, without shipping, surcharges and (by default) tax: the sum
+        of the lines' totals, which the products add up to. Oscar rounds each line's tax-exclusive
+        price on its own, so on a large basket ``basket_total_excl_tax`` can differ from that sum
+        by a few cents, and Zinrelo counts the lower of the products and the subtotal."""
+        return sum((self.line_total(line) for line in order.lines.all()), Decimal(0))
 
     def currency(self, order: Any) -> str | None:
         return order.currency or None

@@ -576,6 +576,9 @@ def main() -> None:
     parser.add_argument(
         "--admin", action="store_true", help="only the admin's pages, at 1,000,000 awards"
     )
+    parser.add_argument(
+        "--bulk", action="store_true", help="only the bulk sync's lines (issue 11, part 4)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -605,6 +608,8 @@ def main() -> None:
                 f"{args.latency * 1000:.0f} ms latency per call\n"
             )
             sending(test_db, standin, award_url, sizes, print)
+            if args.bulk:
+                return
             profile = profile_bulk(test_db, standin, sizes.bulk) if args.profile else ""
             print()
             memory(test_db, standin.url, sizes, print, judge=not args.quick)

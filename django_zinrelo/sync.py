@@ -29,6 +29,7 @@ from django.db.models import CharField, Exists, Model, OuterRef, QuerySet
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from django_zinrelo import inserts
 from django_zinrelo.client import Reply
 from django_zinrelo.conf import ZinreloSettings, get_settings
 from django_zinrelo.delivery import (
@@ -205,10 +206,8 @@ def record_missing(selection: Selection = EVERYTHING) -> int:
     for page in pages(missing_orders(selection).values_list("pk", flat=True)):
         # Without payloads: the run that sends them builds them a claimed group at a time,
         # while the calls of the group before are made (``build_claimed``).
-        awards = [
-            Award(order_model=label, order_pk=str(pk), activity_id=conf.activity_id) for pk in page
-        ]
-        recorded += len(Award.objects.bulk_create(awards, ignore_conflicts=True))
+        recorded += inserts.record_page(label, [str(pk) for pk in page], conf.activity_id)
+        inserts.keep_statistics(recorded)
     return recorded
 
 

@@ -134,19 +134,17 @@ def page_statement(alias: str) -> str:
 
 def record_page(label: str, pks: list[str], activity_id: str) -> int:
     """Awards for orders that have none, outside the shop's transactions (a bulk sync); returns
-    how many were inserted."""
+    how many were inserted (an order given an award meanwhile keeps it)."""
     connection = connections["default"]
-    if connection.vendor != "postgresql":
-        awards = [Award(order_model=label, order_pk=pk, activity_id=activity_id) for pk in pks]
-        return len(Award.objects.bulk_create(awards, ignore_conflicts=True))
-    params = {
-        "order_model": label,
-        "activity_id": activity_id,
-        "now": timezone.now(),
-        "order_pks": pks,
-    }
+    given = {"order_model": label, "activity_id": activity_id}
     with connection.cursor() as cursor:
-        cursor.execute(page_statement(connection.alias), params)
+        if connection.vendor == "postgresql":
+            sql = page_statement(connection.alias)
+            cursor.execute(sql, {**given, "now": timezone.now(), "order_pks": pks})
+        else:
+            insert = statement(connection.alias)
+            rows = [parameters(insert, {**given, "order_pk": pk}, connection) for pk in pks]
+            cursor.executemany(insert.sql, rows)
         return int(cursor.rowcount)
 
 

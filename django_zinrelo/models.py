@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Final
+from functools import lru_cache
+from typing import Any
+from uuid import UUID
 
 from django.db import connection, models, transaction
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
@@ -342,55 +344,49 @@ def update_each(
     fields: Sequence[str],
     keys: Sequence[str],
     rows: Iterable[Sequence[Any]],
-    condition: str = "",
-    params: Sequence[Any] = (),
 ) -> int:
     """One parameterised ``UPDATE`` of ``model`` for many rows, each with its own values;
-    returns the rows changed, or -1 where the driver cannot tell.
+    returns the rows changed.
 
-    Each row holds the values of ``fields`` then of ``keys``, which must all match; a
-    ``condition`` (SQL naming columns as ``{field}``) and its ``params`` narrow every row alike.
-    The ORM's ways, an ``update()`` per row or ``bulk_update``'s ``CASE`` of one branch per row,
-    spend more time compiling than a chunk's calls to Zinrelo take.
+    Each row holds the values of ``fields`` then of ``keys``, which must all match. The ORM's
+    ways, an ``update()`` per row or ``bulk_update``'s ``CASE`` of one branch per row, spend more
+    time compiling than a chunk's calls to Zinrelo take.
 
-    On PostgreSQL it is one statement, ``UPDATE ... FROM (VALUES ...)``, after the rows are
-    locked in primary key order (put the primary key first among ``keys``): every path that locks
-    several rows locks them in that order, so that no two can wait on each other, and a join
-    locks in whatever order its plan reads. Elsewhere (SQLite, which locks the whole database)
-    it is the same ``UPDATE`` run once per row (``executemany``).
+    On PostgreSQL the rows are locked in primary key order, then changed by one statement (put
+    the primary key first among ``keys``): every path that locks several rows locks them in that
+    order, so that no two can wait on each other, and a join locks in whatever order its plan
+    reads. Elsewhere (SQLite, which locks the whole database) it is the same ``UPDATE`` run once
+    per row (``executemany``).
     """
-    meta = model._meta
-    names = [*fields, *keys]
-    prepared = {name: meta.get_field(name) for name in names}
-    values = sorted(
-        (
-            [
-                prepared[name].get_db_prep_save(value, connection)  # type: ignore[union-attr]
-                for name, value in zip(names, row, strict=True)
-            ]
-            for row in rows
-        ),
-        key=lambda row: row[len(fields)],
-    )
-    if not values:
+    ordered = sorted(rows, key=lambda row: row[len(fields)])
+    if not ordered:
         return 0
     if on_psycopg3():
-        return update_from_values(model, fields, keys, values, condition, params)
+        return update_from_json(model, tuple(fields), tuple(keys), ordered)
+    meta = model._meta
+    names = [*fields, *keys]
+    prepared = [meta.get_field(name) for name in names]
+    values = [
+        [
+            field.get_db_prep_save(value, connection)  # type: ignore[union-attr]
+            for field, value in zip(prepared, row, strict=True)
+        ]
+        for row in ordered
+    ]
     quote = connection.ops.quote_name
     column = {field.name: quote(str(field.column)) for field in meta.concrete_fields}
     assignments = ", ".join(f"{column[name]} = %s" for name in fields)
     matches = " AND ".join(f"{column[name]} = %s" for name in keys)
-    narrowing = condition.format(**column) if condition else ""
     # Names come from the model's own metadata, quoted; every value is a parameter.
-    sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {matches} {narrowing}"  # noqa: S608
+    sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {matches}"  # noqa: S608
     with connection.cursor() as cursor:
-        cursor.executemany(sql, [[*row, *params] for row in values])
+        cursor.executemany(sql, values)
         return int(cursor.rowcount)
 
 
 def on_psycopg3() -> bool:
-    """Whether the database is PostgreSQL through psycopg 3, whose ``COPY`` and array
-    parameters the bulk writes use (through psycopg2 they take the portable way)."""
+    """Whether the database is PostgreSQL through psycopg 3, whose ``COPY`` and result sets
+    the bulk writes use (through psycopg2 they take the portable way)."""
     if connection.vendor != "postgresql":
         return False
     from django.db.backends.postgresql.psycopg_any import is_psycopg3
@@ -398,96 +394,83 @@ def on_psycopg3() -> bool:
     return bool(is_psycopg3)
 
 
-# A JSON column's values for ``unnest``, passed as one JSON document rather than as an array of
-# JSON texts: psycopg escapes every quote of every element of an array in Python (a bulk sync's
-# payloads were a fifth of its command's time), a single text in C. JSON's null is SQL's NULL,
-# as Django stores None.
-JSON_ARRAY: Final = (
-    "(SELECT array_agg(NULLIF(element, 'null') ORDER BY n) "
-    "FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS given (element, n))"
-)
-
-
-def json_array(values: Iterable[Any]) -> str:
-    """Prepared JSON values (psycopg's wrappers, or None) as one JSON array, each dumped with
-    its field's encoder."""
-    return "[{}]".format(
-        ",".join(
-            "null" if value is None else (value.dumps or json.dumps)(value.obj) for value in values
-        )
-    )
-
-
-def update_from_values(
+def update_from_json(
     model: type[models.Model],
-    fields: Sequence[str],
-    keys: Sequence[str],
-    values: list[list[Any]],
-    condition: str,
-    params: Sequence[Any],
+    fields: tuple[str, ...],
+    keys: tuple[str, ...],
+    rows: list[Sequence[Any]],
 ) -> int:
     """``update_each`` on PostgreSQL: the rows it changes locked in key order, then one
-    ``UPDATE`` joining them to the new values, passed as one array per column.
+    ``UPDATE`` joining them to their new values.
 
-    One parameter per column keeps the statement the same whatever the number of rows:
-    splitting a statement of thousands of placeholders into its parts, on every batch, cost
-    more than running it. Both statements go in one round trip where the driver binds on the
-    client (Django's default): PostgreSQL runs them as one transaction, and a bulk sync's own
-    thread, which waits for the interpreter lock after every trip, makes a few per batch.
+    The values travel as one JSON document, read by ``jsonb_to_recordset`` into the columns'
+    own types: encoding it is one call into C, where preparing each value for the driver, and
+    the driver quoting arrays of them (every quote of every stored payload escaped in Python),
+    had been a large part of a bulk sync's own thread. Both statements go in one round trip
+    where the driver binds on the client (Django's default), and PostgreSQL runs them as one
+    transaction: that thread waits for the interpreter lock after every trip.
     """
+    lock, update = update_statements(model, fields, keys)
+    width = len(fields) + len(keys)
+    aliases = [f"v{n}" for n in range(width)]
+    given = to_json([dict(zip(aliases, row, strict=True)) for row in rows])
+    keyed = aliases[len(fields) :]
+    locked = to_json([dict(zip(keyed, row[len(fields) :], strict=True)) for row in rows])
+    options = connection.settings_dict.get("OPTIONS") or {}
+    with connection.cursor() as cursor:
+        if options.get("server_side_binding"):
+            with transaction.atomic(savepoint=False):
+                cursor.execute(lock, [locked])
+                cursor.execute(update, [given])
+                return int(cursor.rowcount)
+        cursor.execute(f"{lock}; {update}", [locked, given])
+        cursor.nextset()
+        return int(cursor.rowcount)
+
+
+@lru_cache(maxsize=16)
+def update_statements(
+    model: type[models.Model], fields: tuple[str, ...], keys: tuple[str, ...]
+) -> tuple[str, str]:
+    """``update_from_json``'s lock and update, each reading one JSON parameter."""
     meta = model._meta
     quote = connection.ops.quote_name
     table = quote(meta.db_table)
     fields_of = {field.name: field for field in meta.concrete_fields}
     column = {name: quote(str(field.column)) for name, field in fields_of.items()}
-    qualified = {name: f"{table}.{name_}" for name, name_ in column.items()}
 
-    def given(names: Sequence[str]) -> str:
-        arrays = ", ".join(
-            JSON_ARRAY
-            if fields_of[name].get_internal_type() == "JSONField"
-            # Fixed types from the model's own fields, never a value.
-            else f"%s::{fields_of[name].cast_db_type(connection)}[]"
-            for name in names
-        )
+    def given(names: Sequence[str], start: int) -> str:
         # A column may be both set and matched (a claim given up where it still holds): the
-        # values are named by position.
-        aliases = ", ".join(f"v{n}" for n in range(len(names)))
-        return f"unnest({arrays}) AS v ({aliases})"
-
-    def matches(start: int) -> str:
-        return " AND ".join(
-            f"{qualified[name]} = v.v{n}" for n, name in enumerate(keys, start=start)
+        # values are named by position. Types come from the model's own fields.
+        types = ", ".join(
+            f"v{n} {fields_of[name].cast_db_type(connection)}"
+            for n, name in enumerate(names, start=start)
         )
+        return f"jsonb_to_recordset(%s::jsonb) AS v ({types})"
 
-    names = [*fields, *keys]
+    matches = " AND ".join(
+        f"{table}.{column[name]} = v.v{n}" for n, name in enumerate(keys, start=len(fields))
+    )
     assignments = ", ".join(f"{column[name]} = v.v{n}" for n, name in enumerate(fields))
-    narrowing = condition.format(**qualified) if condition else ""
-    columns = [
-        json_array(column_values)
-        if fields_of[name].get_internal_type() == "JSONField"
-        else list(column_values)
-        for name, column_values in zip(names, zip(*values, strict=True), strict=True)
-    ]
-    # Names come from the model's own metadata, quoted; every value is a parameter. The lock
-    # takes only the rows the update will change, as the update itself would: a claim skips
-    # the rows another transaction holds, so holding more would take them from it.
+    # Names come from the model's own metadata, quoted; the values are one parameter. The lock
+    # takes only the rows the update will change, as the update itself would.
     lock = (
-        f"SELECT 1 FROM {table} JOIN {given(keys)} ON {matches(0)} {narrowing} "  # noqa: S608
-        f"ORDER BY {qualified[keys[0]]} FOR NO KEY UPDATE OF {table}"
+        f"SELECT 1 FROM {table} JOIN {given(keys, len(fields))} ON {matches} "  # noqa: S608
+        f"ORDER BY {table}.{column[keys[0]]} FOR NO KEY UPDATE OF {table}"
     )
-    sql = (
-        f"UPDATE {table} SET {assignments} FROM {given(names)} "  # noqa: S608
-        f"WHERE {matches(len(fields))} {narrowing}"
+    update = (
+        f"UPDATE {table} SET {assignments} "  # noqa: S608
+        f"FROM {given([*fields, *keys], 0)} WHERE {matches}"
     )
-    lock_params = [*columns[len(fields) :], *params]
-    options = connection.settings_dict.get("OPTIONS") or {}
-    with connection.cursor() as cursor:
-        if options.get("server_side_binding"):
-            with transaction.atomic(savepoint=False):
-                cursor.execute(lock, lock_params)
-                cursor.execute(sql, [*columns, *params])
-                return int(cursor.rowcount)
-        cursor.execute(f"{lock}; {sql}", [*lock_params, *columns, *params])
-        cursor.nextset()
-        return int(cursor.rowcount)
+    return lock, update
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=json_scalar)
+
+
+def json_scalar(value: Any) -> str:
+    """The text PostgreSQL reads back into a time or UUID column."""
+    if isinstance(value, datetime | UUID):
+        return value.isoformat() if isinstance(value, datetime) else str(value)
+    raise TypeError(f"{type(value).__name__} is not a value update_each writes")

@@ -2,6 +2,7 @@
 values, written only where the given keys still match."""
 
 import uuid
+from collections.abc import Sequence
 
 import pytest
 from django.db import connection, connections
@@ -21,7 +22,7 @@ def awards(count: int) -> list[Award]:
     ]
 
 
-def write(rows: list[Award], payloads: list[object]) -> int:
+def write(rows: list[Award], payloads: Sequence[object]) -> int:
     return update_each(
         Award,
         ("payload", "member_id"),

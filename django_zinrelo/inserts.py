@@ -68,16 +68,13 @@ def statement(alias: str) -> Statement:
     each into text on every call, which cost a third of the insert's own time.
     """
     connection = connections[alias]
-    fields = tuple(field for field in Award._meta.concrete_fields if not field.primary_key)
+    columns = filled(connection)
+    fields = tuple(field for field, _ in columns)
     query = InsertQuery(Award, on_conflict=OnConflict.IGNORE)
     query.insert_values(fields, [Award()])
     [(sql, _)] = query.get_compiler(alias).as_sql()
-    template = Award()
     slots: tuple[Field[Any, Any] | Fixed, ...] = tuple(
-        field
-        if varies(field)
-        else Fixed(field.get_db_prep_save(field.pre_save(template, True), connection))
-        for field in fields
+        field if fixed is None else fixed for field, fixed in columns
     )
     if connection.vendor != "postgresql":
         return Statement(sql, slots)
@@ -86,12 +83,7 @@ def statement(alias: str) -> Statement:
         return Statement(sql, slots)
     written = [pieces[0]]
     for slot, piece in zip(slots, pieces[1:], strict=True):
-        if isinstance(slot, Fixed):
-            # A literal's own "%" would read as a placeholder: doubled, it stays a "%".
-            literal = cast(Any, connection.ops).compose_sql("%s", [slot.value])
-            written.append(literal.replace("%", "%%"))
-        else:
-            written.append("%s")
+        written.append(literal(connection, slot) if isinstance(slot, Fixed) else "%s")
         written.append(piece)
     return Statement("".join(written), tuple(slot for slot in slots if isinstance(slot, Field)))
 
@@ -108,25 +100,22 @@ def page_statement(alias: str) -> str:
     """
     connection = connections[alias]
     quote = connection.ops.quote_name
-    ops = cast(Any, connection.ops)
-    fields = tuple(field for field in Award._meta.concrete_fields if not field.primary_key)
-    template = Award()
+    columns = filled(connection)
     selected = []
-    for field in fields:
-        if field.name == "order_pk":
+    for field, fixed in columns:
+        if fixed is not None:
+            selected.append(literal(connection, fixed))
+        elif field.name == "order_pk":
             selected.append("given.order_pk")
         elif field.name in GIVEN:
             selected.append(f"%({field.name})s")
-        elif varies(field):
+        else:
             assert field.get_internal_type() == "DateTimeField", field  # only times vary else
             selected.append("%(now)s")
-        else:
-            value = field.get_db_prep_save(field.pre_save(template, True), connection)
-            selected.append(ops.compose_sql("%s", [value]).replace("%", "%%"))
-    columns = ", ".join(quote(str(field.column)) for field in fields)
+    names = ", ".join(quote(str(field.column)) for field, _ in columns)
     # Names come from the model's own metadata, quoted; fixed values are the model's defaults.
     return (
-        f"INSERT INTO {quote(Award._meta.db_table)} ({columns}) "  # noqa: S608
+        f"INSERT INTO {quote(Award._meta.db_table)} ({names}) "  # noqa: S608
         f"SELECT {', '.join(selected)} FROM unnest(%(order_pks)s::varchar[]) AS given(order_pk) "
         "ON CONFLICT DO NOTHING"
     )
@@ -168,6 +157,26 @@ def keep_statistics(recorded: int) -> None:
         [(believed,)] = cursor.fetchall()
         if recorded > 2 * max(believed, 0):
             cursor.execute(f"ANALYZE {table}")
+
+
+def filled(connection: BaseDatabaseWrapper) -> tuple[tuple[Field[Any, Any], Fixed | None], ...]:
+    """Each column of the award's insert, with its value when it is the same for every award."""
+    template = Award()
+    return tuple(
+        (
+            field,
+            None
+            if varies(field)
+            else Fixed(field.get_db_prep_save(field.pre_save(template, True), connection)),
+        )
+        for field in Award._meta.concrete_fields
+        if not field.primary_key
+    )
+
+
+def literal(connection: BaseDatabaseWrapper, fixed: Fixed) -> str:
+    """A fixed value written into the SQL; its own "%" doubled, so that it stays a "%"."""
+    return str(cast(Any, connection.ops).compose_sql("%s", [fixed.value]).replace("%", "%%"))
 
 
 def varies(field: Field[Any, Any]) -> bool:

@@ -471,6 +471,8 @@ def to_json(value: Any) -> str:
 
 def json_scalar(value: Any) -> str:
     """The text PostgreSQL reads back into a time or UUID column."""
-    if isinstance(value, datetime | UUID):
-        return value.isoformat() if isinstance(value, datetime) else str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
     raise TypeError(f"{type(value).__name__} is not a value update_each writes")

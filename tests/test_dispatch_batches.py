@@ -44,8 +44,8 @@ def one(*args):
     raise AssertionError("the thread backend runs the batch form")
 
 
-def test_work_put_while_a_batch_runs_is_done_as_one_batch():
-    batches = Batches()
+def put_while_the_first_batch_runs(batches):
+    """Work "a" alone, then "b", "c" and "d" put while its batch is running."""
     with thread_backend():
         dispatch.submit(one, "a", batch=batches)
         assert batches.started.wait(5)
@@ -53,18 +53,17 @@ def test_work_put_while_a_batch_runs_is_done_as_one_batch():
             dispatch.submit(one, name, batch=batches)
         batches.release.set()
         assert batches.done.wait(5)
+
+
+def test_work_put_while_a_batch_runs_is_done_as_one_batch():
+    batches = Batches()
+    put_while_the_first_batch_runs(batches)
     assert batches.seen == [[("a",)], [("b",), ("c",), ("d",)]]
 
 
 def test_a_batch_that_raises_is_logged_and_the_next_ones_still_run(caplog):
     batches = Batches(fail_first=True)
-    with thread_backend():
-        dispatch.submit(one, "a", batch=batches)
-        assert batches.started.wait(5)
-        for name in ("b", "c", "d"):
-            dispatch.submit(one, name, batch=batches)
-        batches.release.set()
-        assert batches.done.wait(5)
+    put_while_the_first_batch_runs(batches)
     assert "Zinrelo delivery failed" in caplog.text
     assert batches.seen[1] == [("b",), ("c",), ("d",)]
 

@@ -2,7 +2,9 @@
 
 Printed, never asserted. Each transaction is ``UPDATE`` of one row (a shop's save) then, in turn,
 nothing, an ``INSERT`` into a plain two-column table, or a variant of the award's ``INSERT``, then
-``COMMIT``; the variants take away one thing at a time from what the checkout's insert pays:
+``COMMIT``; the variants take away one thing at a time from what the checkout's insert pays,
+then name every column as it did before migration 0007, and write the narrowest row a checkout
+could write instead:
 
     python benchmarks/insert_floor.py --database postgres://postgres@127.0.0.1:5432/postgres
 
@@ -39,18 +41,21 @@ TABLES = (
     "CREATE TABLE floor_two (LIKE django_zinrelo_award INCLUDING DEFAULTS INCLUDING IDENTITY)",
     "ALTER TABLE floor_two ADD PRIMARY KEY (id)",
     "CREATE UNIQUE INDEX floor_two_once ON floor_two (order_model, order_pk, activity_id)",
-    # Every index, and the columns' fixed values as database defaults.
-    "CREATE TABLE floor_defaults (LIKE django_zinrelo_award INCLUDING ALL)",
-    "ALTER TABLE floor_defaults ALTER attempts SET DEFAULT 0, ALTER status SET DEFAULT 'pending', "
-    "ALTER points_status SET DEFAULT '', ALTER transaction_id SET DEFAULT '', "
-    "ALTER last_error_code SET DEFAULT '', ALTER last_reason SET DEFAULT '', "
-    "ALTER order_id SET DEFAULT '', ALTER member_id SET DEFAULT '', ALTER store SET DEFAULT ''",
+    # Every column named, the fixed values written into it: the award insert before migration 0007.
+    "CREATE TABLE floor_wide (LIKE django_zinrelo_award INCLUDING ALL)",
     # For the prepared statement, a table of its own with every index.
     "CREATE TABLE floor_prepared (LIKE django_zinrelo_award INCLUDING ALL)",
+    # The narrowest award a checkout could write instead: its key (the primary key) and a time.
+    "CREATE TABLE floor_narrow (order_model varchar(100), order_pk varchar(64), "
+    "activity_id varchar(64), created_at timestamptz, "
+    "PRIMARY KEY (order_model, order_pk, activity_id))",
 )
-SHORT = (
-    "INSERT INTO floor_defaults (order_model, order_pk, activity_id, next_attempt_at, "
-    "created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+WIDE = (
+    "INSERT INTO floor_wide (status, attempts, next_attempt_at, retrying_since, claimed_until, "
+    "claim, payload, points, points_status, transaction_id, last_status_code, last_error_code, "
+    "last_reason, created_at, updated_at, order_model, order_pk, activity_id, order_id, "
+    "member_id, store) VALUES ('pending', 0, %s, NULL, NULL, NULL, NULL, NULL, '', '', NULL, '', "
+    "'', %s, %s, %s, %s, %s, '', '', '') ON CONFLICT DO NOTHING"
 )
 
 
@@ -97,9 +102,9 @@ def measure(saves: int, rounds: int) -> None:
         given = {"order_model": "shop.order", "order_pk": str(n), "activity_id": "a"}
         return inserts.parameters(insert, given, connection)
 
-    def short_params(n: int) -> list[Any]:
+    def wide_params(n: int) -> list[Any]:
         now = timezone.now()
-        return ["shop.order", str(n), "a", now, now, now]
+        return [now, now, now, "shop.order", str(n), "a"]
 
     def run(sql: str, params: Callable[[int], list[Any]], *, prepare: bool = False) -> Any:
         cursor = server if prepare else client
@@ -120,9 +125,14 @@ def measure(saves: int, rounds: int) -> None:
         "+ the same, only its 2 unique indexes": run(
             award.replace("django_zinrelo_award", "floor_two"), award_params
         ),
-        "+ the same, 6 columns, database defaults": run(SHORT, short_params),
-        "+ the same, a prepared statement": run(
+        "+ every column named, as before db_default": run(WIDE, wide_params),
+        "+ the award's INSERT, a prepared statement": run(
             award.replace("django_zinrelo_award", "floor_prepared"), award_params, prepare=True
+        ),
+        "+ a narrow row instead: its key and a time": run(
+            "INSERT INTO floor_narrow (order_model, order_pk, activity_id, created_at) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            lambda n: [*wide_params(n)[3:], timezone.now()],
         ),
     }
     spent: dict[str, list[float]] = {kind: [] for kind in kinds}

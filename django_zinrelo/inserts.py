@@ -1,9 +1,10 @@
 """The award row, written inside the shop's transaction at the cost of one statement.
 
 This runs in every qualifying ``save()``, so it is built to cost the least the database allows:
-the ``INSERT ... ON CONFLICT DO NOTHING`` is compiled once per database, with every value that is
-the same for all awards written into it on PostgreSQL (whose driver would otherwise turn each of
-them into text again on every call), and no model instance is made.
+the ``INSERT ... ON CONFLICT DO NOTHING`` is compiled once per database and names only the
+columns whose values vary (the shop's three and the row's times); every other column starts as
+the database's default, which the model declares the same as its own (``db_default``). No model
+instance is made.
 
 On PostgreSQL a failed statement aborts the whole transaction, and a savepoint around the insert,
 which would confine it, costs about as much as the insert. So the savepoint is paid only until the
@@ -44,76 +45,45 @@ PROVEN: dict[str, bool] = {}
 
 
 @dataclass(frozen=True)
-class Fixed:
-    """A value the same for every award, prepared for the database once."""
-
-    value: Any
-
-
-@dataclass(frozen=True)
 class Statement:
-    """The insert's SQL, and what fills each of its placeholders: a field whose value varies from
-    award to award (the shop's values, timestamps), or a fixed value."""
+    """The insert's SQL, and the field whose value fills each of its placeholders, in order."""
 
     sql: str
-    slots: tuple[Field[Any, Any] | Fixed, ...]
+    slots: tuple[Field[Any, Any], ...]
 
 
 @lru_cache(maxsize=8)
 def statement(alias: str) -> Statement:
-    """``bulk_create(ignore_conflicts=True)`` of one award, compiled once per database.
-
-    Django's compiler writes each backend's own "ignore conflicts" form. On PostgreSQL the fixed
-    values are written into the SQL as literals: psycopg binds parameters on the client, turning
-    each into text on every call, which cost a third of the insert's own time.
-    """
-    connection = connections[alias]
-    columns = filled(connection)
-    fields = tuple(field for field, _ in columns)
+    """``bulk_create(ignore_conflicts=True)`` of one award, compiled once per database, of the
+    columns that vary only: Django's compiler writes each backend's own "ignore conflicts" form."""
+    fields = sent()
     query = InsertQuery(Award, on_conflict=OnConflict.IGNORE)
     query.insert_values(fields, [Award()])
     [(sql, _)] = query.get_compiler(alias).as_sql()
-    slots: tuple[Field[Any, Any] | Fixed, ...] = tuple(
-        field if fixed is None else fixed for field, fixed in columns
-    )
-    if connection.vendor != "postgresql":
-        return Statement(sql, slots)
-    pieces = sql.split("%s")
-    if len(pieces) != len(slots) + 1:
-        return Statement(sql, slots)
-    written = [pieces[0]]
-    for slot, piece in zip(slots, pieces[1:], strict=True):
-        written.append(literal(connection, slot) if isinstance(slot, Fixed) else "%s")
-        written.append(piece)
-    return Statement("".join(written), tuple(slot for slot in slots if isinstance(slot, Field)))
+    return Statement(sql, fields)
 
 
 @lru_cache(maxsize=8)
 def page_statement(alias: str) -> str:
     """Awards for a page of orders in one ``INSERT ... SELECT`` on PostgreSQL: the orders' keys
-    travel as one array, the other values as in :func:`statement`; placeholders, in order: the
-    order model, the activity, the time, the keys.
+    travel as one array; placeholders, by name: the order model, the activity, the time, the keys.
 
-    Built from the model as ``statement`` is, so that both write the same row; Django's
+    Of the same columns as :func:`statement`, so that both write the same row; Django's
     ``bulk_create`` of a page turned 21 values a row into text on the client, which cost more
     than the database's whole insert.
     """
-    connection = connections[alias]
-    quote = connection.ops.quote_name
-    columns = filled(connection)
-    selected = []
-    for field, fixed in columns:
-        if fixed is not None:
-            selected.append(literal(connection, fixed))
-        elif field.name == "order_pk":
-            selected.append("given.order_pk")
-        elif field.name in GIVEN:
-            selected.append(f"%({field.name})s")
-        else:
-            assert field.get_internal_type() == "DateTimeField", field  # only times vary else
-            selected.append("%(now)s")
-    names = ", ".join(quote(str(field.column)) for field, _ in columns)
-    # Names come from the model's own metadata, quoted; fixed values are the model's defaults.
+    quote = connections[alias].ops.quote_name
+    columns = sent()
+    selected = [
+        "given.order_pk"
+        if field.name == "order_pk"
+        else f"%({field.name})s"
+        if field.name in GIVEN
+        else "%(now)s"
+        for field in columns
+    ]
+    names = ", ".join(quote(str(field.column)) for field in columns)
+    # Names come from the model's own metadata, quoted; every value is a parameter.
     return (
         f"INSERT INTO {quote(Award._meta.db_table)} ({names}) "  # noqa: S608
         f"SELECT {', '.join(selected)} FROM unnest(%(order_pks)s::varchar[]) AS given(order_pk) "
@@ -159,32 +129,16 @@ def keep_statistics(recorded: int) -> None:
             cursor.execute(f"ANALYZE {table}")
 
 
-def filled(connection: BaseDatabaseWrapper) -> tuple[tuple[Field[Any, Any], Fixed | None], ...]:
-    """Each column of the award's insert, with its value when it is the same for every award."""
-    template = Award()
+def sent() -> tuple[Field[Any, Any], ...]:
+    """The columns an award's insert names: the shop's values and the row's times (one clock
+    reading for all, as the model takes them)."""
     return tuple(
-        (
-            field,
-            None
-            if varies(field)
-            else Fixed(field.get_db_prep_save(field.pre_save(template, True), connection)),
-        )
+        field
         for field in Award._meta.concrete_fields
-        if not field.primary_key
-    )
-
-
-def literal(connection: BaseDatabaseWrapper, fixed: Fixed) -> str:
-    """A fixed value written into the SQL; its own "%" doubled, so that it stays a "%"."""
-    return str(cast(Any, connection.ops).compose_sql("%s", [fixed.value]).replace("%", "%%"))
-
-
-def varies(field: Field[Any, Any]) -> bool:
-    return (
-        field.name in GIVEN
-        or (field.has_default() and callable(field.default))
+        if field.name in GIVEN
         or getattr(field, "auto_now", False)
         or getattr(field, "auto_now_add", False)
+        or field.default is timezone.now
     )
 
 
@@ -215,25 +169,11 @@ def record(label: str, order_pk: str, activity_id: str, using: str) -> None:
 def parameters(
     insert: Statement, given: dict[str, str], connection: BaseDatabaseWrapper
 ) -> list[Any]:
-    """The values of ``insert``'s placeholders for an award of the ``given`` values."""
-    now = timezone.now()
-    params = []
-    for slot in insert.slots:
-        if isinstance(slot, Fixed):
-            params.append(slot.value)
-            continue
-        if slot.name in given:
-            raw: Any = given[slot.name]
-        elif (
-            getattr(slot, "auto_now", False)
-            or getattr(slot, "auto_now_add", False)
-            or slot.default is timezone.now
-        ):
-            raw = now  # one clock reading for the row's times, as the model would take
-        else:
-            raw = slot.get_default()
-        params.append(slot.get_db_prep_save(raw, connection))
-    return params
+    """The values of ``insert``'s placeholders for an award of the ``given`` values (text, as
+    the database takes it) and one clock reading, adapted for the database once for every time
+    column (``DateTimeField.get_db_prep_save`` per column cost more than the rest of this)."""
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    return [given.get(slot.name, now) for slot in insert.slots]
 
 
 def storable(given: dict[str, str], any_text: bool | None) -> bool:

@@ -63,10 +63,15 @@ class Outbox(models.Model):
 
     Awards and the operations that follow them (cancellations, refunds, approvals) share it, so one
     claim, one record and one retry policy serve every call the app makes.
+
+    A value every new row starts with is the database's default too (``db_default``), so that the
+    checkout's insert names only the columns that vary (``inserts``): a shorter statement costs the
+    shop's transaction less to send and parse.
     """
 
-    status = models.CharField(max_length=20, default="pending")  # each model gives its choices
-    attempts = models.PositiveIntegerField(default=0)
+    # Each model gives its choices.
+    status = models.CharField(max_length=20, default="pending", db_default="pending")
+    attempts = models.PositiveIntegerField(default=0, db_default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)
     retrying_since = models.DateTimeField(
         null=True,
@@ -78,11 +83,13 @@ class Outbox(models.Model):
     claim = models.UUIDField(null=True, blank=True, editable=False)
     payload = models.JSONField(null=True, blank=True, editable=False)
     points = models.IntegerField(null=True, blank=True)
-    points_status = models.CharField(max_length=32, blank=True)
-    transaction_id = models.CharField("Zinrelo transaction id", max_length=64, blank=True)
+    points_status = models.CharField(max_length=32, blank=True, db_default="")
+    transaction_id = models.CharField(
+        "Zinrelo transaction id", max_length=64, blank=True, db_default=""
+    )
     last_status_code = models.PositiveSmallIntegerField("last HTTP status", null=True, blank=True)
-    last_error_code = models.CharField("last error code", max_length=64, blank=True)
-    last_reason = models.TextField("last reason", blank=True)
+    last_error_code = models.CharField("last error code", max_length=64, blank=True, db_default="")
+    last_reason = models.TextField("last reason", blank=True, db_default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -135,15 +142,18 @@ class Award(Outbox):
     order_model = models.CharField(max_length=100, help_text="The shop's order model label.")
     order_pk = models.CharField("order primary key", max_length=64)
     activity_id = models.CharField(max_length=64)
-    order_id = models.CharField("order id", max_length=128, blank=True)
-    member_id = models.CharField("member", max_length=254, blank=True)
+    order_id = models.CharField("order id", max_length=128, blank=True, db_default="")
+    member_id = models.CharField("member", max_length=254, blank=True, db_default="")
     store = models.CharField(
         max_length=64,
         blank=True,
         default="",
+        db_default="",
         help_text="Its Zinrelo store, named in ZINRELO['STORES']; empty: the default.",
     )
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.PENDING, db_default=Status.PENDING
+    )
 
     objects = AwardQuerySet.as_manager()
 

@@ -85,6 +85,28 @@ def test_a_qualifying_save_records_its_award_in_one_statement(django_capture_on_
     assert Award.objects.filter(order_pk=str(order.pk)).count() == 1
 
 
+def test_the_checkouts_short_insert_writes_the_row_the_model_would():
+    """The insert names only the columns that vary; every other one must start as the
+    database's default, the same as the model's own (a field added without its ``db_default``
+    would start otherwise, or fail as NOT NULL)."""
+    order = Order.objects.get(pk=make_order().pk)
+    order.status = "paid"
+    order.save()
+    by_checkout = Award.objects.filter(order_pk=str(order.pk)).values().get()
+    by_model = Award.objects.create(
+        order_model="shop.order", order_pk="x", activity_id=by_checkout["activity_id"]
+    )
+    model_row = Award.objects.filter(pk=by_model.pk).values().get()
+    varying = {"id", "order_pk", "next_attempt_at", "created_at", "updated_at"}
+    assert {slot.name for slot in inserts.statement("default").slots} == (
+        varying - {"id"} | {"order_model", "activity_id"}
+    )
+    assert {k: v for k, v in by_checkout.items() if k not in varying} == {
+        k: v for k, v in model_row.items() if k not in varying
+    }
+    assert by_checkout["created_at"] == by_checkout["next_attempt_at"]
+
+
 @pytest.mark.parametrize("change", [None, "completed"], ids=["unchanged", "status_edit"])
 def test_a_save_of_an_order_that_qualified_when_loaded_runs_no_statement_of_ours(
     change, django_capture_on_commit_callbacks

@@ -157,10 +157,28 @@ def user_settings() -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {}
 
 
+# The last settings built, with the values they were built from: ``settings.ZINRELO`` (copied) and
+# the environment's credentials that it leaves unset.
+LAST: list[tuple[dict[str, Any], dict[str, str | None], ZinreloSettings]] = []
+
+
 def get_settings() -> ZinreloSettings:
-    """Merge ``settings.ZINRELO`` over the defaults, credentials falling back to the environment."""
-    merged = {**DEFAULTS, **user_settings()}
-    for key, variable in ENVIRONMENT.items():
-        if not merged[key]:
-            merged[key] = os.environ.get(variable) or None
-    return ZinreloSettings(**{name.lower(): merged[name] for name in DEFAULTS})
+    """Merge ``settings.ZINRELO`` over the defaults, credentials falling back to the environment.
+
+    Both are read on every call; the settings built from the same values last time are reused,
+    since every qualifying save asks (building them cost more than the rest of the save hook's
+    Python put together).
+    """
+    given = user_settings()
+    environment = {
+        key: os.environ.get(variable) or None
+        for key, variable in ENVIRONMENT.items()
+        if not given.get(key)
+    }
+    last = LAST[-1] if LAST else None
+    if last is not None and last[0] == given and last[1] == environment:
+        return last[2]
+    merged = {**DEFAULTS, **given, **environment}
+    built = ZinreloSettings(**{name.lower(): merged[name] for name in DEFAULTS})
+    LAST[:] = [(given, environment, built)]
+    return built

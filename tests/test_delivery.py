@@ -253,6 +253,24 @@ def test_credentials_come_from_the_environment(zinrelo, place, monkeypatch):
     assert zinrelo.calls[0].request.headers["api-key"] == "env-key"
 
 
+def test_settings_are_read_on_every_call(settings, monkeypatch):
+    """``get_settings`` reuses what it built from the same values, never a stale value: an
+    override, a change made in place to ``settings.ZINRELO`` and the environment are each seen
+    by the very next call."""
+    monkeypatch.delenv("ZINRELO_API_KEY", raising=False)
+    first = get_settings()
+    assert get_settings() is first  # same values: built once
+    with configured(THREADS=9):
+        assert get_settings().threads == 9
+    assert get_settings().threads == first.threads
+    settings.ZINRELO = {**settings.ZINRELO, "API_KEY": None}
+    assert get_settings().api_key is None
+    monkeypatch.setenv("ZINRELO_API_KEY", "from-the-environment")
+    assert get_settings().api_key == "from-the-environment"
+    settings.ZINRELO["ACTIVITY_ID"] = "changed_in_place"
+    assert get_settings().activity_id == "changed_in_place"
+
+
 def test_an_award_in_flight_is_never_claimed_twice(zinrelo):
     awarded(zinrelo)
     with transaction.atomic():

@@ -166,8 +166,8 @@ def get_settings() -> ZinreloSettings:
     """Merge ``settings.ZINRELO`` over the defaults, credentials falling back to the environment.
 
     Both are read on every call; the settings built from the same values last time are reused,
-    since every qualifying save asks (building them cost more than the rest of the save hook's
-    Python put together).
+    since every qualifying save asks (building them was the largest single part of the save hook's
+    own Python: 12 µs a call, 2 µs reused).
     """
     given = user_settings()
     environment = {

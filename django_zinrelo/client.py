@@ -28,6 +28,8 @@ EXCERPT_CHARS: Final = 4096
 REASON_CHARS: Final = 500
 CODE_CHARS: Final = 64
 POOL_SIZE: Final = 32
+# What stands in an answer where the API key was: a proxy's error page may echo the headers.
+API_KEY_MARK: Final = "[API key]"
 
 DUPLICATE_ORDER_ID: Final = "DUPLICATE_ORDER_ID"
 # UNABLE_TO_UPLOAD_PHOTO is answered with HTTP 200 but says "Please try again later".
@@ -121,6 +123,24 @@ def readable(value: Any, limit: int) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "\u2026"
 
 
+def decoded(body: str) -> Any:
+    """The JSON ``body`` holds, or None when it holds none that can be read.
+
+    Any failure of the decoder means the same, so it is caught here and nowhere wider: besides
+    ``ValueError`` for malformed text, deep nesting (a body of ``[`` repeated) raises
+    ``RecursionError``, which would otherwise escape before the answer is recorded.
+    """
+    try:
+        return json.loads(body)
+    except Exception:
+        return None
+
+
+def masked(text: str, secret: str) -> str:
+    """``text`` with every occurrence of ``secret`` replaced by a fixed mark."""
+    return text.replace(secret, API_KEY_MARK) if secret else text
+
+
 def classify(status: int, body: str, retry_after: str | None = None) -> Reply:
     """Turn one HTTP answer into an outcome, following the table in the project's API reference."""
     after = parse_retry_after(retry_after)
@@ -135,10 +155,7 @@ def classify(status: int, body: str, retry_after: str | None = None) -> Reply:
             "they would carry the API credentials to another host. Check ZINRELO['API_URL'].",
             body=excerpt,
         )
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        parsed = None
+    parsed = decoded(body)
     if not isinstance(parsed, dict):
         if status in RETRYABLE_STATUSES or status >= 500 or status < 300:
             return Reply(
@@ -223,12 +240,14 @@ def award_answer(url: str, reply: Reply) -> Reply:
 
 
 class ZinreloClient:
-    """One pooled session per set of credentials; the key lives only in the session's headers."""
+    """One pooled session per set of credentials. The key is kept for the session's headers and
+    to mask it in answers; ``repr`` never shows it."""
 
     def __init__(
         self, *, partner_id: str, api_key: str, connect_timeout: float, read_timeout: float
     ) -> None:
         self.partner_id = partner_id
+        self._api_key = api_key
         self.timeout = (connect_timeout, read_timeout)
         # The setting to fix, never its value: the value may be the key.
         self.malformed = [
@@ -327,11 +346,9 @@ class ZinreloClient:
                 f"Calling Zinrelo failed inside the HTTP library ({type(error).__name__}); "
                 "will try again.",
             )
-        reply = classify(
-            response.status_code,
-            content.decode("utf-8", errors="replace"),
-            response.headers.get("Retry-After"),
-        )
+        # Masked before it is read, so that no excerpt or reason cut short keeps part of the key.
+        text = masked(content.decode("utf-8", errors="replace"), self._api_key)
+        reply = classify(response.status_code, text, response.headers.get("Retry-After"))
         return replace(reply, duration_ms=self._elapsed(started))
 
     def _environment(self, url: str) -> dict[str, Any]:

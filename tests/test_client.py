@@ -81,6 +81,22 @@ def test_bodies_that_are_not_json_objects_are_retried(client, zinrelo, status, b
     assert reply.body == body
 
 
+@pytest.mark.parametrize("body", ["[" * 100_000, '{"a": ' * 100_000])
+def test_a_body_too_deep_to_decode_is_retried_like_a_proxys_page(client, zinrelo, body):
+    """The decoder gives up on deep nesting with RecursionError, not ValueError."""
+    zinrelo.post(AWARD_URL, body="<html>Bad gateway</html>")
+    zinrelo.post(AWARD_URL, body=body)
+    page, deep = client.post(AWARD_URL, "{}"), client.post(AWARD_URL, "{}")
+    assert (deep.outcome, deep.status_code, deep.error_code, deep.reason) == (
+        page.outcome,
+        200,
+        "bad_response",
+        page.reason,
+    )
+    assert deep.outcome is Outcome.RETRYABLE and "not a JSON object" in deep.reason
+    assert deep.body == body[:4096]
+
+
 def test_a_4xx_that_is_not_json_is_final(client, zinrelo):
     zinrelo.post(AWARD_URL, status=403, body="Forbidden")
     assert client.post(AWARD_URL, "{}").outcome is Outcome.REFUSED

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import urllib3
 from django.apps import apps
+from django.conf import settings
 from django.core import serializers
 from django.db import DatabaseError
 from django.test import RequestFactory, override_settings
@@ -33,6 +34,7 @@ from django_zinrelo import client as client_module
 from django_zinrelo import delivery
 from django_zinrelo.models import Award, AwardAttempt, Status
 from django_zinrelo.sandbox import DEFAULT_REFUSALS
+from tests.conftest import AWARD_URL, make_order
 from tests.sandboxed import award_calls, new_order, pointed_at, serving, sync
 from tests.shop.zinrelo import ShopAdapter
 
@@ -229,3 +231,60 @@ def one_of_each(rows, *fields) -> list[int]:
     for pk, *key in rows.order_by("pk").values_list("pk", *fields):
         first.setdefault(tuple(key), pk)
     return list(first.values())
+
+
+# Answers that echo the request's headers, as some error pages do; the last one puts the key
+# across the cut of the stored excerpt, where masking after the cut would keep half of it.
+ECHOES = [
+    (
+        200,
+        {
+            "success": False,
+            "error_code": "MEMBER_BLOCKED",
+            "reason": f"Blocked; request had api-key: {KEY}",
+            "data": {"headers": {"api-key": KEY}},
+        },
+        Status.REFUSED,
+    ),
+    (
+        400,
+        {
+            "success": False,
+            "error_code": "INVALID_REQUEST_PARAMETER_VALUES",
+            "reason": f"Bad request: partner-id={PARTNER} api-key={KEY}",
+        },
+        Status.REFUSED,
+    ),
+    (500, f"<html><pre>partner-id: {PARTNER}\napi-key: {KEY}</pre></html>", Status.RETRYING),
+    (502, "x" * (client_module.EXCERPT_CHARS - 20) + KEY, Status.RETRYING),
+]
+
+
+@pytest.mark.parametrize(("status", "body", "ends"), ECHOES)
+def test_an_answer_echoing_the_key_is_stored_and_shown_without_it(
+    zinrelo, admin_client, django_capture_on_commit_callbacks, status, body, ends
+):
+    answer = {"json": body} if isinstance(body, dict) else {"body": body}
+    zinrelo.post(AWARD_URL, status=status, **answer)
+    client = client_module.ZinreloClient(
+        partner_id=PARTNER, api_key=KEY, connect_timeout=1, read_timeout=1
+    )
+    reply = client.post(AWARD_URL, "{}")
+    assert reply.status_code == status and reply.reason
+    assert KEY[:12] not in repr(reply), "not the key, nor any part of it cut short"
+
+    zinrelo.post(AWARD_URL, status=status, **answer)
+    conf = {**settings.ZINRELO, "API_KEY": KEY, "PARTNER_ID": PARTNER}
+    with override_settings(ZINRELO=conf), django_capture_on_commit_callbacks(execute=True):
+        make_order(status="paid")
+    assert zinrelo.calls[-1].request.headers["api-key"] == KEY, "the key is really sent"
+    award = Award.objects.get()
+    attempt = award.attempts_log.get()
+    assert (award.status, award.attempts, attempt.status_code) == (ends, 1, status)
+    assert KEY[:12] not in serializers.serialize("json", [award, attempt])
+    assert client_module.API_KEY_MARK in attempt.response_body, "the rest is kept as evidence"
+    for url in (
+        reverse("admin:django_zinrelo_award_change", args=[award.pk]),
+        reverse("admin:django_zinrelo_awardattempt_change", args=[attempt.pk]),
+    ):
+        assert KEY[:12] not in admin_client.get(url).content.decode(), url

@@ -85,8 +85,9 @@ class Drainer:
 
     Work put while a batch runs joins the next one, so the slower Zinrelo or the database, the
     bigger the batches. The thread ends when nothing waits, so a process exits once the work
-    waiting has been done (the pool joins its threads at exit); work still waiting when the
-    process is killed is in the award rows, for ``zinrelo_sync``.
+    waiting has been done (the pool joins its threads at exit; pools then take no new work, so
+    the batch in hand makes its calls from this thread, see ``sync.start``); work still waiting
+    when the process is killed is in the award rows, for ``zinrelo_sync``.
     """
 
     def __init__(self) -> None:

@@ -46,6 +46,7 @@ from django_zinrelo.delivery import (
     lease,
     may_claim,
     record,
+    release,
     store_settings,
     update_in_order,
 )
@@ -402,9 +403,11 @@ class Throttle:
     A sliding log of start times: a call waits until the one ``n`` calls before it is a full
     window old (``n`` is the whole calls per second; a rate below one spaces single calls). A
     rate-limit answer halves the rate and holds every thread for the ``Retry-After`` Zinrelo
-    asked for; each second without one then gives back a tenth of the rate asked for, so one
-    429 does not slow a long back-fill for good. Answers to calls started before the last change
-    were paced at the older rate and change nothing.
+    asked for, at most ``BACKOFF_CAP`` as an award's own retry waits: a huge or mistaken value
+    must not stall the run while the awards it claimed wait out their lease. Each second without
+    one then gives back a tenth of the rate asked for, so one 429 does not slow a long back-fill
+    for good. Answers to calls started before the last change were paced at the older rate and
+    change nothing.
     """
 
     def __init__(
@@ -415,6 +418,7 @@ class Throttle:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.limit = self.rate = rate
+        self.longest_hold = get_settings().backoff_cap
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -456,7 +460,8 @@ class Throttle:
             if started < self._changed_at:
                 return
             self.rate = max(MIN_RATE, self.rate / 2)
-            self._held_until = max(self._held_until, self._clock() + (retry_after or 1.0))
+            hold = min(retry_after or 1.0, self.longest_hold)
+            self._held_until = max(self._held_until, self._clock() + hold)
             # No call starts before the hold ends: the ones started earlier kept the old pace.
             self._changed_at = self._held_until
         logger.warning("Zinrelo answered 429 (rate limit): slowing to %.1f calls/s", self.rate)
@@ -534,6 +539,7 @@ def send_due(
     batch: dict[int, str] = {}
     answered = False  # a call of the current batch
     in_flight: dict[Future[Call], Call] = {}
+    unsent: dict[int, Award] = {}  # claimed, and neither handed to a thread nor settled
 
     def collect() -> None:
         """Record the calls that have come back, once a call per thread has: a batch costs
@@ -589,10 +595,13 @@ def send_due(
                 answered = False
                 for ids in chunks(batch, group):
                     claimed = claim(ids, hold)
-                    result.lost.update(set(ids) - {award.pk for award in claimed})
+                    unsent = {award.pk: award for award in claimed}
+                    result.lost.update(set(ids) - unsent.keys())
                     build_claimed(claimed)
                     for item, mine in prepared(claimed, batch, conf, trigger):
-                        in_flight[pool.submit(call, item, post_for(mine), mine)] = item
+                        in_flight[start(pool, call, item, post_for(mine), mine)] = item
+                        del unsent[item.award.pk]
+                    unsent = {}  # the rest were recorded invalid or given back by prepared()
                     while len(in_flight) > group:
                         collect()
                 # The next batch is read while the last group's calls go on, so the threads
@@ -604,14 +613,36 @@ def send_due(
                     if not answered:
                         break
         except BaseException:
-            # Interrupted: calls not started are cancelled and their claims given back; the
-            # answers of calls made are recorded.
+            # Interrupted: claims not yet handed to a thread are given back, due again at once
+            # (no attempt was made), and so are those of calls cancelled before they started;
+            # the answers of calls made are recorded.
+            release(list(unsent.values()), conf, retry=False)
             pool.shutdown(cancel_futures=True)
             while in_flight:
                 collect()
             raise
     result.lost -= result.statuses.keys()
     return result
+
+
+def start(pool: ThreadPoolExecutor, func: Callable[..., R], *args: Any) -> Future[R]:
+    """``func(*args)`` on ``pool``, or in this thread when the pool takes no more work.
+
+    Pools refuse new work once the interpreter is exiting ("cannot schedule new futures after
+    interpreter shutdown"), yet the exit waits for the thread running this one (``dispatch``'s
+    drainer, with the batch in hand): the awards it has claimed are then sent one after another
+    here rather than left claimed until their lease runs out.
+    """
+    try:
+        return pool.submit(func, *args)
+    except RuntimeError:
+        pass
+    done: Future[R] = Future()
+    try:
+        done.set_result(func(*args))
+    except Exception as error:
+        done.set_exception(error)
+    return done
 
 
 def prepared(

@@ -4,8 +4,10 @@ import io
 import json
 import threading
 import time
+from collections import Counter
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from io import StringIO
 from zoneinfo import ZoneInfo
 
@@ -378,6 +380,56 @@ def test_a_429_halves_the_rate_holds_every_call_and_then_recovers():
     later = starts(throttle, 200)
     assert throttle.rate == 10
     assert busiest_second(later[-30:]) == 10
+
+
+def capped(seconds):
+    return override_settings(ZINRELO={**settings.ZINRELO, "BACKOFF_CAP": seconds})
+
+
+def test_a_429_holds_every_call_at_most_backoff_cap_whatever_retry_after_asks():
+    fake = FakeTime()
+    with capped(60):
+        throttle = Throttle(10, clock=fake.clock, sleep=fake.sleep)
+    before = starts(throttle, 5)
+    throttle.slow_down(before[-1], retry_after=99999999)  # three years
+    after = starts(throttle, 1)
+    assert after[0] - before[-1] == 60
+
+
+def test_a_huge_retry_after_holds_a_rate_limited_sync_only_until_backoff_cap(zinrelo, monkeypatch):
+    """The first call is refused with ``Retry-After: 99999999``; the others are answered once
+    the throttle has taken it in, so the calls after it meet the hold. Time is a fake moved on
+    by each sleep: nothing here waits."""
+    fake, slept, held = FakeTime(), [], threading.Event()
+
+    class Watched(Throttle):
+        def slow_down(self, started, retry_after):
+            super().slow_down(started, retry_after)
+            held.set()
+
+    def sleep(seconds):
+        slept.append(seconds)
+        fake.sleep(seconds)
+
+    answers = iter([429])
+
+    def answer(request):
+        if next(answers, 200) == 429:
+            body = {"success": False, "error_code": "RATE_LIMIT_EXCEEDED", "reason": "Slow."}
+            return 429, {"Retry-After": "99999999"}, json.dumps(body)
+        assert held.wait(5)
+        return 200, {}, json.dumps({"success": True, "data": {"points": 10}})
+
+    zinrelo.add_callback("POST", AWARD_URL, callback=answer)
+    throttle = partial(Watched, clock=fake.clock, sleep=sleep)
+    monkeypatch.setattr("django_zinrelo.sync.Throttle", throttle)
+    silent_orders(*(f"H{n}" for n in range(6)))
+    with capped(60):
+        sync("--missing", "--rate", "10", "--concurrency", "2")
+    assert slept, "a call met the hold"
+    assert max(slept) <= 60
+    statuses = Counter(Award.objects.values_list("status", flat=True))
+    assert statuses == {Status.AWARDED: 5, Status.RETRYING: 1}
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ rather than rounded, because a float amount is already inexact.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -44,8 +44,19 @@ class InvalidOrder(Exception):
 
 
 def text(value: Any) -> str:
-    """Safe for JSON, the database and Zinrelo: no control characters or lone surrogates."""
-    cleaned = CONTROL_CHARACTERS.sub("", str(value))
+    """Safe for JSON, the database and Zinrelo: no control characters or lone surrogates.
+
+    A value whose ``str()`` raises is the shop's: :class:`InvalidOrder`, as for any value unfit to
+    send.
+    """
+    try:
+        raw = str(value)
+    except Exception as error:
+        raise InvalidOrder(
+            f"A {type(value).__name__} from the shop could not be read as text "
+            f"(its str() raised {type(error).__name__})."
+        ) from None
+    cleaned = CONTROL_CHARACTERS.sub("", raw)
     return cleaned.encode("utf-8", "replace").decode("utf-8").strip()
 
 
@@ -127,10 +138,11 @@ def zinrelo_date(value: Any, label: str) -> str:
 
 
 def items(value: Any) -> list[Any]:
-    """One item or several: None is none, and a lone string is one item, never its characters."""
+    """One item or several: None is none, and a lone string, or any value that is not a
+    collection (a category's id), is one item, never its characters."""
     if value is None:
         return []
-    return [value] if isinstance(value, str) else list(value)
+    return [value] if isinstance(value, str) or not isinstance(value, Iterable) else list(value)
 
 
 def text_list(value: Any) -> list[str]:
@@ -237,7 +249,8 @@ def build_payload(adapter: OrderAdapter, order: Any, activity_id: str) -> dict[s
     if currency is not None:
         attributes["currency"] = currency_code(currency)
     products = ask_all("products", adapter.products, order)
-    fractional = adapter.fractional_quantities
+    with shop_code("The order adapter's fractional_quantities"):
+        fractional = bool(adapter.fractional_quantities)
     lines = [
         product_line(product, number, fractional=fractional)
         for number, product in enumerate(products, start=1)
@@ -246,7 +259,14 @@ def build_payload(adapter: OrderAdapter, order: Any, activity_id: str) -> dict[s
         attributes["products"] = lines
     coupons = text_list(ask_all("coupons", adapter.coupons, order))
     if coupons:
-        attributes["coupons"] = adapter.coupon_separator.join(coupons)
+        with shop_code("The order adapter's coupon_separator"):
+            separator = adapter.coupon_separator
+        if not isinstance(separator, str):
+            raise InvalidOrder(
+                "The order adapter's coupon_separator must be text, not "
+                f"{type(separator).__name__}."
+            )
+        attributes["coupons"] = separator.join(coupons)
     tags = text_list(ask_all("tags", adapter.tags, order))
     if tags:
         attributes["tags"] = tags

@@ -9,6 +9,7 @@ healthy ones and checks that sending goes on against the sandbox.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -237,3 +238,66 @@ def test_a_failure_in_our_own_code_is_logged_and_retried_never_a_silent_invalid(
     assert award.next_attempt_at > timezone.now(), "tried again after a backoff"
     logged = [record for record in caplog.records if record.exc_info]
     assert logged and all(record.exc_info[0] is TypeError for record in logged)
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+class OddValues(ShopAdapter):
+    """For the poisoned order, one value of a type the adapter's contract does not give."""
+
+    odd = ""
+
+    def member_id(self, order: Any) -> Any:
+        poisoned = order.number == POISONED and self.odd == "member"
+        return Unprintable() if poisoned else super().member_id(order)
+
+    def coupons(self, order: Any) -> list[str]:
+        return ["SAVE5"]
+
+    @property
+    def coupon_separator(self) -> Any:  # type: ignore[override]
+        return None if self.odd == "separator" else ","
+
+    @property
+    def fractional_quantities(self) -> bool:  # type: ignore[override]
+        if self.odd == "fractional":
+            raise AttributeError("settings has no WEIGHTS")
+        return False
+
+
+@pytest.mark.parametrize(
+    ("odd", "reason"),
+    [
+        ("member", "A Unprintable from the shop could not be read as text (its str() raised "),
+        ("separator", "The order adapter's coupon_separator must be text, not NoneType."),
+        ("fractional", "The order adapter's fractional_quantities raised AttributeError"),
+    ],
+)
+def test_a_value_of_the_wrong_type_ends_the_award_invalid_not_retried_forever(
+    odd, reason, monkeypatch
+):
+    monkeypatch.setattr(OddValues, "odd", odd)
+    with serving(ORDER_ADAPTER=OddValues) as sandbox:
+        orders(2)
+        sync()
+        healthy = 2 if odd == "member" else 0
+        assert statuses()[Status.INVALID] == 3 - healthy
+        assert len(award_calls(sandbox)) == healthy
+    assert poisoned_award().last_reason.startswith(reason)
+
+
+def test_a_category_given_as_its_id_is_sent_as_one_category():
+    class CategoryIds(ShopAdapter):
+        def products(self, order: Any) -> Iterator[Product]:
+            yield Product(id="SKU-1", quantity=1, price=Decimal("25.00"), title="Mug", category=42)
+
+    with serving(ORDER_ADAPTER=CategoryIds) as sandbox:
+        new_order("1001")
+        sync()
+        assert statuses() == {Status.AWARDED: 1}
+        [sent] = award_calls(sandbox)
+    [product] = json.loads(sent.body)["transaction_attributes"]["products"]
+    assert product["product_category"] == ["42"]

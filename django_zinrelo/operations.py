@@ -31,15 +31,17 @@ from django.db import transaction
 from django.db.models import Model, QuerySet
 from django.utils import timezone
 
-from django_zinrelo.adapters import RefundLine
+from django_zinrelo.adapters import RefundAdapter, RefundLine
 from django_zinrelo.client import Outcome, Reply
 from django_zinrelo.conf import UnknownStore, ZinreloSettings, get_settings
 from django_zinrelo.delivery import (
     POINTS_RANGE,
+    answer_was_lost,
     answered,
     award_figure,
     claim,
     client,
+    deliver,
     enabled,
     finish,
     forget_locals,
@@ -67,7 +69,14 @@ from django_zinrelo.models import (
     Status,
     Trigger,
 )
-from django_zinrelo.payloads import DATE_FORMAT, InvalidOrder, money, required_text
+from django_zinrelo.payloads import (
+    DATE_FORMAT,
+    InvalidOrder,
+    money,
+    required_text,
+    shop_code,
+    text,
+)
 from django_zinrelo.signals import operation_delivered, operation_failed
 
 logger = logging.getLogger("django_zinrelo")
@@ -84,6 +93,10 @@ LOOKUP_PAGES: Final = 20
 # could arrive after Zinrelo approved them.
 APPROVAL_MARGIN: Final = timedelta(minutes=5)
 STOPPED: Final = "The award had not been sent: it is cancelled and will never be sent."
+UNCONFIRMED: Final = (
+    "An earlier call of the award may have reached Zinrelo without an answer, and the award "
+    "ended {status}: Zinrelo may hold its points. Re-send the award, then this operation."
+)
 INVALID_REFUND: Final = "invalid_refund"
 
 
@@ -128,15 +141,56 @@ def record_refund(
     Never raises for bad input: such a refund is recorded ``invalid`` with the reason, and
     nothing is sent. Returns the rows as recorded (empty when the app is disabled).
     """
+    return recorded(order, refund_id, amount, lines, using or order._state.db or "default")
+
+
+def record_refund_of(adapter: RefundAdapter, refund: Model, using: str) -> list[Operation]:
+    """Record a save of the shop's refund model that applies, read through its adapter: what
+    the adapter raises while reading it makes that refund ``invalid`` with the reason, where staff
+    see it, rather than a log line alone. Only an ``order()`` that raises leaves nothing to
+    record the refund against; that is logged.
+
+    The adapter runs in a savepoint: its queries (``lines()`` reads the refund's lines) may fail,
+    and on PostgreSQL a failed statement would abort the shop's transaction.
+    """
+    with transaction.atomic(using=using):
+        order = adapter.order(refund)
+    refund_id: Any = None
+    amount: Any = None
+    lines: list[Any] = []
+    problem = None
+    try:
+        with transaction.atomic(using=using):
+            with shop_code("The refund adapter's refund_id()"):
+                refund_id = adapter.refund_id(refund)
+            with shop_code("The refund adapter's lines()"):
+                lines = list(adapter.lines(refund))
+            if not lines:
+                with shop_code("The refund adapter's amount()"):
+                    amount = adapter.amount(refund)
+    except InvalidOrder as invalid:
+        problem = invalid.reason
+    return recorded(order, refund_id, amount, lines, using, problem)
+
+
+def recorded(
+    order: Model,
+    refund_id: Any,
+    amount: Any,
+    lines: Iterable[RefundLine | tuple[Any, Any]] | None,
+    using: str,
+    problem: str | None = None,
+) -> list[Operation]:
+    """The rows of a refund, saved in a savepoint of the caller's transaction; ``problem``, why
+    the shop's code could not say what was refunded."""
     conf = get_settings()
     if not enabled(conf):
         return []
     label, order_pk = order_label(order), str(order.pk)
-    using = using or order._state.db or "default"
     try:
         with transaction.atomic(using=using):
             award = award_of(label, order_pk, conf, using)
-            rows = refund_rows(award, label, order_pk, refund_id, amount, lines)
+            rows = refund_rows(award, label, order_pk, refund_id, amount, lines, problem)
             save(rows, using, Trigger.REFUND)
     except Exception:
         logger.exception("Could not record refund %r of order %s for Zinrelo", refund_id, order_pk)
@@ -172,18 +226,21 @@ def refund_rows(
     refund_id: Any,
     amount: Any,
     lines: Iterable[RefundLine | tuple[Any, Any]] | None,
+    problem: str | None = None,
 ) -> list[Operation]:
     """The rows of one refund: one for an amount or the whole order, one per refunded product,
-    or a single invalid row saying why nothing will be sent."""
+    or a single invalid row saying why nothing will be sent (``problem``, when it is known)."""
     base: dict[str, Any] = {"award": award, "order_model": label, "order_pk": order_pk}
     try:
         rid = required_text(refund_id, "refund id")
     except InvalidOrder as invalid:
-        return [invalid_row(base, f"invalid:{uuid.uuid4()}", "", invalid.reason)]
+        return [invalid_row(base, f"invalid:{uuid.uuid4()}", "", problem or invalid.reason)]
     key = REFUND_PREFIX + rid
     if len(rid) > 128:
         return [invalid_row(base, key[:255], rid[:128], "The refund id is over 128 characters.")]
     try:
+        if problem is not None:
+            raise InvalidOrder(problem)
         refunded = refund_lines(lines)
         if award is None:
             raise InvalidOrder(
@@ -237,15 +294,29 @@ def positive(value: Any, label: str = "refund amount") -> Decimal:
 def refund_lines(lines: Iterable[RefundLine | tuple[Any, Any]] | None) -> dict[str, Decimal]:
     """Refunded quantity by product id; a product named twice counts once with both quantities."""
     refunded: dict[str, Decimal] = {}
-    for number, line in enumerate(list(lines or ()), start=1):
-        product_id, quantity = (
-            (line.product_id, line.quantity) if isinstance(line, RefundLine) else line
-        )
+    with shop_code("Reading the refund's lines"):
+        given = list(lines or ())
+    for number, line in enumerate(given, start=1):
+        if isinstance(line, RefundLine):
+            product_id, quantity = line.product_id, line.quantity
+        elif isinstance(line, tuple | list) and len(line) == 2:
+            product_id, quantity = line
+        else:
+            raise InvalidOrder(
+                f"Refund line {number} is neither a RefundLine nor a (product id, quantity) pair: "
+                f"{text(line)[:60]!r}."
+            )
         pid = required_text(product_id, f"product id of refund line {number}")[:128]
         refunded[pid] = refunded.get(pid, Decimal(0)) + positive(
             quantity, f"quantity of refund line {number}"
         )
     return refunded
+
+
+def maybe_sent(award: Award) -> bool:
+    """Whether an award waiting or failed may be at Zinrelo all the same (an earlier call of it
+    got no answer): it is then never stopped as unsent, or its points would stay there."""
+    return award.status in WAITING | FINAL_FAILURES and answer_was_lost(award)
 
 
 def save(rows: list[Operation], using: str, trigger: str) -> None:
@@ -255,10 +326,10 @@ def save(rows: list[Operation], using: str, trigger: str) -> None:
     if not rows:
         return
     for row in rows:
-        if row.action == Action.TAKE_BACK and row.award_id is not None:
+        if row.action == Action.TAKE_BACK and row.award is not None and not maybe_sent(row.award):
             stopped = (
                 Award.objects.using(using)
-                .filter(pk=row.award_id, status__in=WAITING | FINAL_FAILURES)
+                .filter(pk=row.award.pk, status__in=WAITING | FINAL_FAILURES)
                 .update(status=Status.CANCELLED, last_reason=STOPPED, claimed_until=None)
             )
             if stopped:
@@ -442,6 +513,10 @@ class Settle:
         if award is None:
             self.local(Local(OperationStatus.INVALID, "The order has no Zinrelo award."))
             return
+        if maybe_sent(award):
+            award = self.confirm(award)
+            if award is None:
+                return
         if award.status not in DONE:
             outcome = self.before_award(award)
             if outcome is None:  # the award was claimed meanwhile: try again once it is settled
@@ -466,6 +541,20 @@ class Settle:
             self.send(plan)
 
     # Deciding
+
+    def confirm(self, award: Award) -> Award | None:
+        """An award whose earlier call may have reached Zinrelo unanswered is sent again when
+        due, and Zinrelo's duplicate check says whether it holds it; once awarded, it is taken
+        back like any other. Until then the operation waits; an award that ended without an
+        answer saying so fails the operation, for staff to re-send the award first."""
+        if award.status in FINAL_FAILURES:
+            self.local(Local(OperationStatus.FAILED, UNCONFIRMED.format(status=award.status)))
+            return None
+        sent = deliver(award.pk, self.trigger)
+        if sent is None or sent.status not in DONE:
+            release([self.operation], self.conf, model=Operation)
+            return None
+        return sent
 
     def before_award(self, award: Award) -> Local | None:
         """The award never reached Zinrelo: taking back stops it for good; the rest has nothing
@@ -594,7 +683,12 @@ class Settle:
                 self.retry(reply, f"Looking up the earlier call failed: {reply.reason}")
                 return False
             transactions = reply.data.get("transactions")
-            for found in transactions if isinstance(transactions, list) else []:
+            if not isinstance(transactions, list):  # no list is no proof of absence
+                self.retry(
+                    None, "Looking up the earlier call failed: the answer lists no transactions."
+                )
+                return False
+            for found in transactions:
                 if isinstance(found, dict) and self.matches(found, call, award):
                     self.found(found, call)
                     return False

@@ -42,7 +42,7 @@ from django_zinrelo.operations import (
     order_label,
     record_approval,
     record_cancellation,
-    record_refund,
+    record_refund_of,
 )
 from django_zinrelo.sync import send_due
 
@@ -110,8 +110,28 @@ def as_loaded(order: Model, loaded: Any) -> Model:
     return old
 
 
+def as_stored(order: Model, loaded: Any, update_fields: frozenset[str] | None) -> Model:
+    """The order as its row now holds it: a save limited to ``update_fields`` wrote only those,
+    and the row keeps the loaded values of the others, whatever the instance holds (a status set
+    in memory by a payment whose savepoint rolled back, then a save of another field)."""
+    if update_fields is None or loaded is None:
+        return order
+    stored = as_loaded(order, loaded)
+    # Django has checked that each names a concrete field, by its name or its attname.
+    attnames = {field.name: field.attname for field in order._meta.concrete_fields}
+    for name in update_fields:
+        attname = attnames.get(name, name)
+        stored.__dict__[attname] = order.__dict__[attname]
+    return stored
+
+
 def order_saved(
-    sender: type[Model], instance: Model, raw: bool = False, using: str = "default", **kwargs: Any
+    sender: type[Model],
+    instance: Model,
+    raw: bool = False,
+    using: str = "default",
+    update_fields: frozenset[str] | None = None,
+    **kwargs: Any,
 ) -> None:
     if raw:
         return
@@ -126,7 +146,7 @@ def order_saved(
             if watched(type(instance))[1](instance.__dict__) == loaded:
                 return  # nothing changed since the order was loaded
             before = verdict(adapter, as_loaded(instance, loaded))
-        now = verdict(adapter, instance)
+        now = verdict(adapter, as_stored(instance, loaded, update_fields))
         if now == CANCELLED:
             if before != CANCELLED:
                 record_cancellation(instance, using)
@@ -188,15 +208,7 @@ def refund_saved(
         adapter: RefundAdapter = load_adapter(conf.refund_adapter)
         if not adapter.applies(instance):
             return
-        amount = adapter.amount(instance)
-        lines = list(adapter.lines(instance))
-        record_refund(
-            adapter.order(instance),
-            adapter.refund_id(instance),
-            amount=None if lines else amount,
-            lines=lines,
-            using=using,
-        )
+        record_refund_of(adapter, instance, using)
     except Exception:
         logger.exception(
             "Could not record the Zinrelo refund %s %s", sender._meta.label, instance.pk

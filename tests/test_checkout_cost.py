@@ -156,6 +156,35 @@ def test_an_order_loaded_with_deferred_fields_is_looked_at_in_full():
     assert Award.objects.filter(order_pk=str(row.pk)).count() == 1
 
 
+def test_a_save_limited_to_other_fields_is_judged_by_what_the_row_holds():
+    order = Order.objects.get(pk=make_order().pk)
+    order.status = "paid"  # set in memory, never written
+    order.email = "new@example.com"
+    order.save(update_fields=["email"])
+    assert Order.objects.get(pk=order.pk).status == "new"
+    assert not Award.objects.exists()
+    order.save(update_fields=["status"])
+    assert Award.objects.filter(order_pk=str(order.pk)).count() == 1
+
+
+def pay_and_fail(order):
+    with transaction.atomic():
+        order.status = "paid"
+        order.save()
+        raise RuntimeError("the payment's capture failed")
+
+
+def test_a_payment_rolled_back_to_its_savepoint_then_a_save_of_another_field_records_nothing():
+    order = Order.objects.get(pk=make_order().pk)
+    with transaction.atomic():
+        with pytest.raises(RuntimeError):
+            pay_and_fail(order)
+        order.coupon_codes = "SORRY10"
+        order.save(update_fields=["coupon_codes"])
+    assert Order.objects.get(pk=order.pk).status == "new"
+    assert not Award.objects.exists()
+
+
 def test_loading_orders_runs_no_query_and_no_adapter_code(monkeypatch):
     make_order()
 

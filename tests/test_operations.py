@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 import requests
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from responses import matchers
 
@@ -24,7 +24,7 @@ from django_zinrelo.models import (
 from django_zinrelo.operations import ledger
 from django_zinrelo.signals import operation_failed
 from django_zinrelo.sync import deliver_due
-from tests.conftest import AWARD_URL, make_order
+from tests.conftest import AWARD_URL, make_order, refused
 from tests.shop.models import Refund, RefundedLine
 from tests.test_tasks import DUMMY, run, tasks_delivery
 
@@ -33,6 +33,11 @@ pytestmark = pytest.mark.django_db
 BASE = "https://api.zinrelo.test/v2/loyalty/"
 RETURN_URL = BASE + "transactions/return"
 LIST_URL = BASE + "members/jane%40example.com/transactions"
+
+
+class Unprintable:
+    def __str__(self):
+        raise RuntimeError("no text")
 
 
 def reject_url(order_id="1001", action="reject"):
@@ -199,6 +204,9 @@ def test_refunds_recorded_before_the_award_is_sent_wait_for_it(
         ({"lines": [("SKU-0", 2)]}, "only 1 of 1 bought are left"),
         ({"lines": [("SKU-0", -1)]}, "negative"),
         ({"lines": [("", 1)]}, "product id of refund line 1 is missing"),
+        ({"lines": [("SKU-0",)]}, "Refund line 1 is neither a RefundLine nor a (product id"),
+        ({"lines": 5}, "Reading the refund's lines raised TypeError"),
+        ({"lines": [(Unprintable(), 1)]}, "could not be read as text"),
     ],
 )
 def test_bad_refunds_end_invalid_with_a_reason_and_send_nothing(
@@ -326,6 +334,76 @@ def test_a_failed_look_up_waits_and_sends_nothing(
     assert len(sent_bodies(zinrelo, RETURN_URL)) == 1
 
 
+@pytest.mark.parametrize(
+    "data",
+    [{}, {"transactions": None}, {"transactions": {"tx-9": {}}}],
+    ids=["nothing", "null", "not-a-list"],
+)
+def test_a_look_up_answer_without_a_list_proves_nothing_and_sends_nothing(
+    place, zinrelo, django_capture_on_commit_callbacks, data
+):
+    order = place()
+    zinrelo.post(RETURN_URL, body=requests.ReadTimeout("answer lost"))
+    committed(django_capture_on_commit_callbacks, lambda: record_refund(order, "R-1"))
+    zinrelo.get(LIST_URL, json={"success": True, "data": data})
+    Operation.objects.update(next_attempt_at=timezone.now())
+    deliver_due()
+
+    operation = Operation.objects.get()
+    assert operation.status == OperationStatus.CHECKING
+    assert operation.last_reason.endswith("the answer lists no transactions.")
+    assert len(sent_bodies(zinrelo, RETURN_URL)) == 1
+
+
+def award_answer_lost(zinrelo, django_capture_on_commit_callbacks):
+    """An order placed whose award reached Zinrelo, the answer lost: the award is retrying."""
+    zinrelo.post(AWARD_URL, body=requests.ReadTimeout("applied, answer lost"))
+    with django_capture_on_commit_callbacks(execute=True):
+        order = make_order(status="paid", lines=2)
+    assert Award.objects.get().status == Status.RETRYING
+    return order
+
+
+def cancel(order, callbacks):
+    with callbacks(execute=True):
+        order.status = "cancelled"
+        order.save()
+
+
+def test_cancelling_an_award_whose_answer_was_lost_sends_it_again_then_takes_it_back(
+    zinrelo, django_capture_on_commit_callbacks
+):
+    order = award_answer_lost(zinrelo, django_capture_on_commit_callbacks)
+    cancel(order, django_capture_on_commit_callbacks)
+    assert Award.objects.get().status == Status.RETRYING, "never stopped as unsent"
+    assert Operation.objects.get().status != OperationStatus.DONE
+
+    refused(zinrelo, "TRANSACTION_ATTRIBUTE_NOT_UNIQUE", reason="Not unique.")
+    zinrelo.post(RETURN_URL, json=deduct_answer(25))
+    Award.objects.update(next_attempt_at=timezone.now())
+    Operation.objects.update(next_attempt_at=timezone.now())
+    deliver_due()
+
+    assert Award.objects.get().status == Status.ALREADY_AWARDED
+    operation = Operation.objects.get()
+    assert (operation.status, operation.call) == (OperationStatus.DONE, Call.RETURN)
+    assert len(sent_bodies(zinrelo, RETURN_URL)) == 1
+
+
+def test_cancelling_an_award_that_failed_after_a_lost_answer_fails_for_staff_to_see(
+    zinrelo, django_capture_on_commit_callbacks
+):
+    order = award_answer_lost(zinrelo, django_capture_on_commit_callbacks)
+    Award.objects.update(status=Status.FAILED)  # its retries ran out
+    cancel(order, django_capture_on_commit_callbacks)
+
+    assert Award.objects.get().status == Status.FAILED
+    operation = Operation.objects.get()
+    assert operation.status == OperationStatus.FAILED
+    assert "may hold its points. Re-send the award" in operation.last_reason
+    assert [call.request.url for call in zinrelo.calls] == [AWARD_URL]
+
+
 def test_a_crash_after_sending_leaves_the_operation_to_be_looked_up(place, zinrelo):
     order = place()
     # A process that claimed the operation and wrote its intent, then died before recording.
@@ -422,6 +500,54 @@ def test_a_refund_model_saved_into_its_applying_status_records_the_refund_once(
         OperationStatus.DONE,
     )
     assert len(sent_bodies(zinrelo, RETURN_URL)) == 1
+
+
+def lines_then_failure(refund):
+    yield RefundLine("SKU-0", 1)
+    raise KeyError("line 2")
+
+
+@pytest.mark.parametrize(
+    ("method", "broken", "reason"),
+    [
+        ("lines", lambda self, refund: 1 / 0, "The refund adapter's lines() raised Zero"),
+        ("lines", lambda self, refund: lines_then_failure(refund), "lines() raised KeyError"),
+        ("amount", lambda self, refund: 1 / 0, "The refund adapter's amount() raised Zero"),
+        ("refund_id", lambda self, refund: 1 / 0, "The refund adapter's refund_id() raised"),
+    ],
+)
+def test_a_refund_adapter_that_raises_records_the_refund_invalid_and_the_save_goes_on(
+    place, zinrelo, monkeypatch, method, broken, reason
+):
+    order = place()
+    monkeypatch.setattr(f"tests.shop.zinrelo.ShopRefundAdapter.{method}", broken)
+    with transaction.atomic():
+        Refund.objects.create(order=order, number="RF-1", status="completed")
+        make_order(number="1002")  # the shop's transaction goes on
+    operation = Operation.objects.get()
+    assert operation.status == OperationStatus.INVALID
+    assert reason in operation.last_reason
+    assert [call.request.url for call in zinrelo.calls] == [AWARD_URL]
+
+
+@pytest.mark.postgres
+def test_a_refund_adapter_whose_query_fails_never_aborts_the_shops_transaction(
+    place, zinrelo, monkeypatch
+):
+    """On PostgreSQL a failed statement aborts the transaction it runs in: the adapter's reading
+    runs in a savepoint of its own."""
+
+    def failing_query(self, refund):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM shop_no_such_table")
+        return []
+
+    order = place()
+    monkeypatch.setattr("tests.shop.zinrelo.ShopRefundAdapter.lines", failing_query)
+    with transaction.atomic():
+        Refund.objects.create(order=order, number="RF-1", status="completed")
+        make_order(number="1002")  # the shop's transaction goes on
+    assert "lines() raised" in Operation.objects.get().last_reason
 
 
 def test_a_refund_model_without_lines_or_amount_takes_back_the_whole_order(

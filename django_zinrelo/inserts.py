@@ -39,6 +39,9 @@ INERROR: Final = 3  # libpq's PQTRANS_INERROR: the transaction is aborted
 # The award's values that come from the shop; every other one is a default of the model's.
 GIVEN: Final = ("order_model", "order_pk", "activity_id")
 
+# The longest order primary key an award row can hold (text, as ``str(pk)``).
+LONGEST_KEY: Final = cast(int, Award._meta.get_field("order_pk").max_length)
+
 # Database aliases on which an award insert has succeeded in this process, each with whether the
 # server stores any text (a UTF8 database) or only ASCII is known to be safe.
 PROVEN: dict[str, bool] = {}
@@ -144,6 +147,11 @@ def sent() -> tuple[Field[Any, Any], ...]:
 
 def record(label: str, order_pk: str, activity_id: str, using: str) -> None:
     """Insert the award row in the shop's transaction, never breaking it for the app's sake."""
+    if len(order_pk) > LONGEST_KEY:
+        raise ValueError(
+            f"The order's primary key is {len(order_pk)} characters long; an award records at "
+            f"most {LONGEST_KEY}."
+        )
     insert = statement(using)
     connection = connections[using]
     given = {"order_model": label, "order_pk": order_pk, "activity_id": activity_id}

@@ -140,7 +140,7 @@ class PrefixIndex(models.Index):
 
 class Award(Outbox):
     order_model = models.CharField(max_length=100, help_text="The shop's order model label.")
-    order_pk = models.CharField("order primary key", max_length=64)
+    order_pk = models.CharField("order primary key", max_length=255)
     activity_id = models.CharField(max_length=64)
     order_id = models.CharField("order id", max_length=128, blank=True, db_default="")
     member_id = models.CharField("member", max_length=254, blank=True, db_default="")
@@ -246,7 +246,7 @@ class Operation(Outbox):
         Award, on_delete=models.CASCADE, related_name="operations", null=True, blank=True
     )
     order_model = models.CharField(max_length=100)
-    order_pk = models.CharField("order primary key", max_length=64)
+    order_pk = models.CharField("order primary key", max_length=255)
     action = models.CharField(max_length=16, choices=Action.choices)
     key = models.CharField(
         max_length=255, help_text="Unique per order: the refund id (and product), or the action."

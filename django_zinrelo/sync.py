@@ -24,9 +24,9 @@ from itertools import islice
 from typing import Any, Final, TypeVar
 
 from django.apps import apps
-from django.db import transaction
-from django.db.models import CharField, Exists, Model, OuterRef, QuerySet
-from django.db.models.functions import Cast
+from django.db import connection, transaction
+from django.db.models import CharField, Exists, Func, Model, OuterRef, QuerySet, UUIDField, Value
+from django.db.models.functions import Cast, Concat, Substr
 from django.utils import timezone
 
 from django_zinrelo import inserts
@@ -68,6 +68,9 @@ from django_zinrelo.operations import reset_operations, send_due_operations
 from django_zinrelo.payloads import InvalidOrder, build_for_store, shop_code
 
 logger = logging.getLogger("django_zinrelo")
+
+# Where each group of a UUID's hex digits starts (from 1) and how long it is: 8-4-4-4-12.
+UUID_GROUPS: Final = ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
 
 CHUNK: Final = 1000
 # Zinrelo counts calls as they arrive; the margin absorbs the scheduling jitter between our clock
@@ -144,9 +147,24 @@ def order_model() -> type[Model]:
     return apps.get_model(conf.order_model)
 
 
-def text_pk(ref: str | OuterRef = "pk") -> Cast:
-    """An order's primary key as the award stores it (text), for joins done by the database."""
-    return Cast(ref, output_field=CharField())
+def text_pk(ref: str | OuterRef = "pk") -> Func:
+    """An order's primary key as the award stores it, ``str(pk)``, for joins done by the database.
+
+    A database without a UUID type (SQLite, MySQL) stores a UUID as its 32 hex digits: they are
+    given back their hyphens, or no award of such an order would ever be found by a join.
+    """
+    text = Cast(ref, output_field=CharField())
+    if (
+        not isinstance(order_model()._meta.pk, UUIDField)
+        or connection.features.has_native_uuid_field
+    ):
+        return text
+    parts: list[Func | Value] = []
+    for start, length in UUID_GROUPS:
+        if parts:
+            parts.append(Value("-"))
+        parts.append(Substr(text, start, length))
+    return Concat(*parts, output_field=CharField())
 
 
 def missing_orders(selection: Selection) -> QuerySet[Model]:
@@ -205,9 +223,18 @@ def record_missing(selection: Selection = EVERYTHING) -> int:
     label = order_model()._meta.label_lower
     recorded = 0
     for page in pages(missing_orders(selection).values_list("pk", flat=True)):
+        keys = [str(pk) for pk in page]
+        fitting = [key for key in keys if len(key) <= inserts.LONGEST_KEY]
+        if len(fitting) < len(keys):  # one such order must not stop the others' back-fill
+            logger.error(
+                "Zinrelo: %s order(s) have a primary key longer than %s characters, which no "
+                "award can record; they are left out",
+                len(keys) - len(fitting),
+                inserts.LONGEST_KEY,
+            )
         # Without payloads: the run that sends them builds them a claimed group at a time,
         # while the calls of the group before are made (``build_claimed``).
-        recorded += inserts.record_page(label, [str(pk) for pk in page], conf.activity_id)
+        recorded += inserts.record_page(label, fitting, conf.activity_id)
         inserts.keep_statistics(recorded)
     return recorded
 

@@ -1,7 +1,9 @@
+import uuid
+
 from django.db import models
 
 
-class Order(models.Model):
+class BaseOrder(models.Model):
     number = models.CharField(max_length=32, unique=True)
     email = models.CharField(max_length=254, blank=True)
     status = models.CharField(max_length=16, default="new")
@@ -10,8 +12,27 @@ class Order(models.Model):
     coupon_codes = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(null=True, blank=True)
 
+    class Meta:
+        abstract = True
+
     def __str__(self) -> str:
         return self.number
+
+
+class Order(BaseOrder):
+    pass
+
+
+class KeyedOrder(BaseOrder):
+    """Orders keyed by a text of the shop's own, as long as it likes."""
+
+    key = models.CharField(primary_key=True, max_length=300)
+
+
+class UUIDOrder(BaseOrder):
+    """Orders keyed by a UUID, which SQLite stores as 32 hex digits."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
 
 
 class OrderLine(models.Model):
